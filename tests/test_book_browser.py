@@ -1,4 +1,4 @@
-"""Build the smoke book and open every page in headless Chromium."""
+"""Build the smoke book from an empty run store, check every notebook ran, open every page in Chromium."""
 from __future__ import annotations
 
 import functools
@@ -8,19 +8,17 @@ import shutil
 import threading
 from pathlib import Path
 
+import json
+
 import pytest
 
-from wdev_utils.book import build_book
+from wdev_utils.book import EXECUTED, build_book, toc_notebooks
 from wdev_utils.profiles import REPO_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)"),
-]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -43,12 +41,26 @@ def smoke_book(tmp_path_factory):
     server.shutdown()
 
 
+def test_every_notebook_executed_without_errors(smoke_book):
+    html, _ = smoke_book
+    assert (REPO_ROOT / EXECUTED / "build_info.md").exists()
+    for name in toc_notebooks():
+        nb = json.loads((REPO_ROOT / EXECUTED / f"{name}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+        assert not errors, f"{name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+        assert all(c["execution_count"] for c in code), f"{name}: a code cell did not run"
+        assert (html / EXECUTED / f"{name}.html").exists(), f"{name}: no HTML page"
+
+
 def _pages(html: Path) -> list[str]:
     skip = {"genindex.html", "search.html"}
     return sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
                   if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts)
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
 def test_every_page_loads_with_images_and_no_errors(smoke_book):
     from playwright.sync_api import sync_playwright
 

@@ -66,6 +66,57 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import logging
+
+    from .profiles import load_profile
+    from .store import RunStore
+    from .sweep import estimate_plan, plan_profile, run_sweep
+
+    profile = load_profile(args.profile)
+    store = RunStore(args.store or _profile_store(profile))
+    configs = plan_profile(profile)
+    if args.dry_run:
+        import torch
+
+        devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+        rows = estimate_plan(configs, store, devices)
+        print(f"{len(rows)} runs planned for profile {profile.name!r} in {store.path}")
+        head = f"{'run_id':<16}  {'status':<10} {'members':>7} {'GFLOP':>9} " + " ".join(
+            f"{'est s ' + d:>10}" for d in devices) + "  run"
+        print(head)
+        for r in rows:
+            est = " ".join(f"{r[f'est_s_{d}']:>10.1f}" for d in devices)
+            print(f"{r['run_id']:<16}  {r['status']:<10} {r['members']:>7} {r['gflop']:>9.1f} {est}  {r['run']}")
+        todo = [r for r in rows if r["status"] != "done"]
+        for d in devices:
+            total = sum(r[f"est_s_{d}"] for r in todo)
+            print(f"to train: {len(todo)} runs, {sum(r['gflop'] for r in todo) / 1e3:.2f} TFLOP, "
+                  f"about {total / 60:.1f} min on {d} (one process, measured just now)")
+        return 0
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    result = run_sweep(configs, store, workers=args.workers, threads=args.threads,
+                       scheduler=args.scheduler, dask_local=args.dask_local, progress=not args.no_progress)
+    print(result.summary())
+    return 1 if result.failed else 0
+
+
+def _profile_store(profile) -> str:
+    from .book import store_path
+
+    return str(store_path(profile))
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    from .book import build_book, render_book
+
+    if args.render_only:
+        render_book()
+    else:
+        build_book(args.profile, only=args.only)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="wdev", description=__doc__)
@@ -118,6 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("sweep", help="train every run a profile's notebooks need, locally or on a Dask cluster")
+    p.add_argument("--profile", default="quick", help="profile name or .yml path (default quick)")
+    p.add_argument("--store", default=None, help="run store folder (default: $WDEV_RUNS, the profile's, or ./runs)")
+    p.add_argument("--dry-run", action="store_true", help="list the planned runs with FLOPs and time estimates")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: cores / threads)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    ex = p.add_mutually_exclusive_group()
+    ex.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    ex.add_argument("--dask-local", type=int, default=None, metavar="N", help="start a local Dask cluster of N workers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("book", help="execute the notebooks with a profile and render the book")
+    p.add_argument("--profile", default="quick", help="profile name or .yml path (default quick)")
+    p.add_argument("--only", nargs="+", default=None, help="execute only these notebooks (names from _toc.yml)")
+    p.add_argument("--render-only", action="store_true", help="render the already executed notebooks")
+    p.set_defaults(func=_cmd_book)
     return parser
 
 

@@ -1,0 +1,96 @@
+"""Sweeps: local pool and Dask give the same runs; kills resume; failures are reported."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from wdev_utils.config import RunConfig
+from wdev_utils.store import RunStore
+from wdev_utils.sweep import group_configs, run_flops, run_sweep
+
+BASE = RunConfig(dataset="mnist-5k", width=16, epochs=3, batch_size=256, device="cpu")
+CONFIGS = [BASE.replace(seed=s) for s in (0, 1)] + [BASE.replace(width=24, seed=0)]
+
+
+def _finals(store: RunStore, configs) -> dict[str, dict]:
+    return {c.run_id: load_file(store.run(c).path / "final.safetensors") for c in configs}
+
+
+def test_groups_are_seeds_of_one_config():
+    groups = group_configs(CONFIGS)
+    assert sorted(len(g) for g in groups) == [1, 2]
+    assert {c.seed for g in groups if len(g) == 2 for c in g} == {0, 1}
+
+
+def test_flops_count_matches_hand_count():
+    cfg = BASE.replace(width=100, epochs=2)
+    per_sample = 784 * 100 + 100 * 100 + 100 * 10
+    assert run_flops(cfg, n_train=4000, n_test=1000, input_dim=784, n_classes=10) == \
+        2 * (6 * 4000 + 2 * 1000) * per_sample
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_local_pool_bit_for_bit(tmp_path):
+    local, dask = RunStore(tmp_path / "local"), RunStore(tmp_path / "dask")
+    r1 = run_sweep(CONFIGS, local, workers=2, progress=False)
+    r2 = run_sweep(CONFIGS, dask, dask_local=2, progress=False)
+    assert not r1.failed and not r2.failed
+    assert sorted(r1.trained) == sorted(r2.trained) == sorted(c.run_id for c in CONFIGS)
+    a, b = _finals(local, CONFIGS), _finals(dask, CONFIGS)
+    for rid in a:
+        for name in a[rid]:
+            assert (a[rid][name] == b[rid][name]).all(), f"{rid} {name} differs between executors"
+    again = run_sweep(CONFIGS, dask, dask_local=2, progress=False)
+    assert again.trained == [] and sorted(again.reused) == sorted(r2.trained)
+
+
+def test_failing_run_is_reported_and_others_finish(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    bad = RunConfig(dataset="hasyv2", width=8, epochs=1, device="cpu")
+    os.environ["WDEV_DATA"] = str(tmp_path / "no-data")
+    try:
+        result = run_sweep([bad, CONFIGS[0]], store, workers=2, progress=False)
+    finally:
+        del os.environ["WDEV_DATA"]
+    assert list(result.failed) == [bad.run_id]
+    assert "hasyv2" in result.failed[bad.run_id]
+    assert result.trained == [CONFIGS[0].run_id]
+    assert store.run(CONFIGS[0]).is_done and not store.run(bad).is_done
+    assert bad.run_id in result.summary() and "1 failed" in result.summary()
+
+
+SWEEP_SCRIPT = """
+import sys
+from wdev_utils.config import RunConfig
+from wdev_utils.store import RunStore
+from wdev_utils.sweep import run_sweep
+base = RunConfig(dataset="mnist-5k", width=64, epochs=40, batch_size=64, device="cpu")
+configs = [base.replace(width=w) for w in (64, 96, 128)]
+run_sweep(configs, RunStore(sys.argv[1]), workers=1, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_sweep_reruns_only_missing_runs(tmp_path):
+    store_dir = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(store_dir)], start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(store_dir.glob("*/DONE")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.parent.name for p in store_dir.glob("*/DONE")}
+    assert 1 <= len(done_before) < 3, "the sweep should have been killed part-way"
+    base = RunConfig(dataset="mnist-5k", width=64, epochs=40, batch_size=64, device="cpu")
+    configs = [base.replace(width=w) for w in (64, 96, 128)]
+    result = run_sweep(configs, RunStore(store_dir), workers=1, progress=False)
+    assert set(result.reused) == done_before
+    assert set(result.trained) == {c.run_id for c in configs} - done_before
+    assert not result.failed
