@@ -423,3 +423,32 @@ def test_evolution_table_merges_probes_and_snapshot_quantiles():
     assert ev["epoch"].tolist() == list(range(11)) and "rel_dist" in ev and "fc1_rel_dist" not in ev
     np.testing.assert_allclose(ev.loc[[0, 5, 10], "median"], [0, 5, 10])
     assert ev["median"].isna().sum() == 8
+
+
+def test_conditional_by_width_matches_direct_computation():
+    from types import SimpleNamespace
+
+    from wdev_utils.deviation import conditional_by_width, conditional_stats
+
+    rng = np.random.default_rng(3)
+
+    def fake_run(width, seed):
+        a = np.sqrt(6 / (2 * width))
+        wi = rng.uniform(-a, a, (width, width))
+        wf = wi + 0.3 * wi + rng.normal(0, 0.01 * a, wi.shape)
+        weights = {"init": {"fc2.weight": wi}, "final": {"fc2.weight": wf}}
+        return SimpleNamespace(config=SimpleNamespace(width=width, seed=seed), weights=lambda w: weights[w])
+
+    runs = [fake_run(w, s) for w in (20, 40) for s in (0, 1)]
+    stats, laws = conditional_by_width(runs, "fc2", bins=10, n_boot=50)
+    assert sorted(stats["width"].unique()) == [20, 40] and list(laws["width"]) == [20, 40]
+    for width in (20, 40):
+        rs = [r for r in runs if r.config.width == width]
+        a = np.sqrt(6 / (2 * width))
+        direct = conditional_stats([r.weights("init")["fc2.weight"] / a for r in rs],
+                                   [r.weights("final")["fc2.weight"] / a for r in rs], bins=10, range=(-1, 1))
+        got = stats[stats["width"] == width].drop(columns="width").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, direct, check_like=True)
+        law = laws.set_index("width").loc[width]
+        assert law["a"] == pytest.approx(a) and law["alpha_lo"] < 0.3 < law["alpha_hi"]
+        assert law["slope"] == law["alpha"] and law["intercept"] == pytest.approx(law["beta"] / a)

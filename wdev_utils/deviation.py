@@ -793,3 +793,38 @@ def width_scaling(table: pd.DataFrame, *, ci: float = 0.95, min_widths: int = 3)
                      "ntk_in_ci": bool(fit.exponent_lo <= NTK_EXPONENT <= fit.exponent_hi)})
     return pd.DataFrame(rows, columns=["level", "exponent", "exponent_lo", "exponent_hi", "prefactor", "r2",
                                        "n", "n_x", "ntk_in_ci"])
+
+
+def conditional_by_width(runs, layer: str = "fc2", *, bins: int = 24, n_boot: int = 400,
+                         seeds_for_ci: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per width, seeds pooled: conditional_stats of d in units of the Glorot bound a, and the linear law.
+
+    Returns (stats, laws): stats has the conditional_stats columns plus `width` (w_i and d divided by
+    a = sqrt(6 / (fan_in + fan_out)), bins over [-1, 1]); laws has one row per width with `a`,
+    `CI from` ("seeds" when at least `seeds_for_ci` runs, else "weights"), the linear_law fields, and
+    `slope`, `intercept`, `slope_lo`, `slope_hi` (the law in units of a, as plots.conditional_moments
+    draws it).
+
+    >>> stats, laws = conditional_by_width(store.list(), "fc2")  # doctest: +SKIP
+    """
+    by_width: dict[int, list] = {}
+    for run in runs:
+        by_width.setdefault(run.config.width, []).append(run)
+    if not by_width:
+        raise InputError("conditional_by_width got no runs")
+    frames, laws = [], []
+    for width, rs in sorted(by_width.items()):
+        inits = [r.weights("init") for r in rs]
+        key = _layer_key(inits[0], layer)
+        wi = [w[key] for w in inits]
+        wf = [r.weights("final")[key] for r in rs]
+        a = float(np.sqrt(6 / sum(wi[0].shape)))
+        st = conditional_stats([x / a for x in wi], [y / a for y in wf], bins=bins, range=(-1, 1))
+        frames.append(st.assign(width=width))
+        by = "seeds" if len(rs) >= seeds_for_ci else "weights"
+        law = linear_law(wi, wf, by=by, bins=bins, n_boot=n_boot)
+        laws.append({"width": width, "a": a, "CI from": by, **law.to_dict()})
+    laws = pd.DataFrame(laws)
+    laws = laws.assign(slope=laws["alpha"], intercept=laws["beta"] / laws["a"],
+                       slope_lo=laws["alpha_lo"], slope_hi=laws["alpha_hi"])
+    return pd.concat(frames, ignore_index=True), laws

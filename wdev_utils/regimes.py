@@ -25,6 +25,8 @@ class RegimeThresholds:
         above the brief spikes of stable runs in the paper (Fig. 1a) and far below the 16.1 plateau.
     div_floor_frac: ... and also >= this fraction of the reference loss, so a run at loss 1e-4 that
         drifts to 1e-3 is not called diverged; 0.25 still catches a run stuck near ln(n_classes).
+    blowup_factor: a loss that stays >= this multiple of the reference loss has diverged even if it
+        never fell first (a blow-up: the clipped loss plateaus at -ln(1e-7) = 16.1, 7x ln(10)).
     min_stay: a finite diverged loss must stay up for at least this many epochs (to the end).
     low_frac: low trainability when the minimum train loss stays above this fraction of the
         reference: the run never gained a factor 10 on its initial loss.
@@ -34,6 +36,7 @@ class RegimeThresholds:
 
     div_factor: float = 10.0
     div_floor_frac: float = 0.25
+    blowup_factor: float = 2.0
     min_stay: int = 3
     low_frac: float = 0.1
     plateau_frac: float = 0.9
@@ -43,6 +46,8 @@ class RegimeThresholds:
         bad = []
         if not self.div_factor > 1:
             bad.append(f"div_factor must be > 1, got {self.div_factor!r}")
+        if not self.blowup_factor > 1:
+            bad.append(f"blowup_factor must be > 1, got {self.blowup_factor!r}")
         if not self.div_floor_frac >= 0:
             bad.append(f"div_floor_frac must be >= 0, got {self.div_floor_frac!r}")
         if not (isinstance(self.min_stay, int) and self.min_stay >= 1):
@@ -71,8 +76,9 @@ def divergence(epochs, train_loss, *, reference: float | None = None,
     """(divergence epoch, plateau epoch) of a train-loss curve, or (None, None) if it did not diverge.
 
     The loss has diverged when, from some epoch to the end, it stays >= max(div_factor * running
-    minimum before it, div_floor_frac * reference) (NaN/inf count as +inf); the divergence epoch is
-    where that final rise began: the first epoch from which it stays >= div_factor * running minimum.
+    minimum before it, div_floor_frac * reference), or >= blowup_factor * reference (NaN/inf count as
+    +inf); the divergence epoch is where that final rise began: the first epoch from which it stays
+    that far up.
 
     >>> divergence(range(8), [2.3, 0.5, 0.1, 0.05, 3.0, 15.0, 16.1, 16.1], reference=2.3)
     (4, 5)
@@ -84,10 +90,12 @@ def divergence(epochs, train_loss, *, reference: float | None = None,
     t = thresholds
     lv = np.where(np.isfinite(loss), loss, np.inf)
     prev_min = np.concatenate(([np.inf], np.minimum.accumulate(lv)[:-1]))
-    floor = t.div_floor_frac * reference if reference is not None and np.isfinite(reference) else 0.0
+    has_ref = reference is not None and np.isfinite(reference)
+    floor = t.div_floor_frac * reference if has_ref else 0.0
     with np.errstate(invalid="ignore"):
-        far = lv >= t.div_factor * prev_min
-        above = far & (lv >= floor)
+        blowup = lv >= t.blowup_factor * reference if has_ref else ~np.isfinite(lv)
+        far = (lv >= t.div_factor * prev_min) | blowup
+        above = far & ((lv >= floor) | blowup)
     stays = np.logical_and.accumulate(above[::-1])[::-1]
     if not stays.any():
         return None, None

@@ -17,9 +17,9 @@ from .ensemble import Ensemble, TensorData
 from .errors import ConfigError, StoreError
 from .model import PARAM_NAMES, init_params, param_shapes
 from .probes import METRIC_COLUMNS
+from .regimes import divergence
 from .store import Run, RunStore, load_tensors, snapshot_name
 
-DIVERGENCE_FACTOR = 2.0  # a train loss above this multiple of the epoch-0 loss counts as divergence
 CHECKPOINT_EVERY = 5
 MAX_MEMBERS = 16
 _COL = {c: i for i, c in enumerate(METRIC_COLUMNS)}
@@ -41,15 +41,11 @@ def shuffle_generator(seed: int) -> torch.Generator:
 
 
 def divergence_epoch(rows: np.ndarray) -> int | None:
-    """First epoch whose train loss or weights are non-finite, or whose train loss exceeds
-    DIVERGENCE_FACTOR x the epoch-0 train loss (for the keras loss: the ~16.1 plateau of clipped outputs)."""
+    """Epoch at which the train loss diverged for good (regimes.divergence's rule), or None."""
     loss = rows[:, _COL["train_loss"]]
     weights_ok = np.isfinite(rows[:, [_COL[f"{l}_mean_abs_dev"] for l in ("fc1", "fc2", "out")]]).all(1)
-    bad = ~np.isfinite(loss) | ~weights_ok
-    if np.isfinite(loss[0]):
-        bad |= np.nan_to_num(loss, nan=np.inf) > DIVERGENCE_FACTOR * loss[0]
-    hits = np.flatnonzero(bad)
-    return int(rows[hits[0], 0]) if len(hits) else None
+    loss = np.where(weights_ok, loss, np.nan)
+    return divergence(rows[:, 0], loss, reference=loss[0])[0]
 
 
 def summarise(rows: np.ndarray, device: torch.device, members: int) -> dict:
