@@ -36,7 +36,6 @@ def test_flops_count_matches_hand_count():
         2 * (6 * 4000 + 2 * 1000) * per_sample
 
 
-@pytest.mark.slow
 def test_dask_local_cluster_matches_local_pool_bit_for_bit(tmp_path):
     local, dask = RunStore(tmp_path / "local"), RunStore(tmp_path / "dask")
     r1 = run_sweep(CONFIGS, local, workers=2, progress=False)
@@ -77,7 +76,6 @@ run_sweep(configs, RunStore(sys.argv[1]), workers=1, progress=False)
 """
 
 
-@pytest.mark.slow
 def test_killed_sweep_reruns_only_missing_runs(tmp_path):
     store_dir = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(store_dir)], start_new_session=True)
