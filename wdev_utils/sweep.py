@@ -102,7 +102,10 @@ def _executor(workers: int, threads: int, scheduler: str | None, dask_local: int
 def run_sweep(configs: list[RunConfig], store, *, workers: int | None = None, threads: int = 1,
               scheduler: str | None = None, dask_local: int | None = None,
               progress: bool = True) -> SweepResult:
-    """Train every config the store lacks, grouped into ensembles, on the chosen executor."""
+    """Train every config the store lacks, grouped into ensembles, on the chosen executor.
+
+    Local workers are spawned processes: from a script, call this under ``if __name__ == "__main__":``.
+    """
     from tqdm.auto import tqdm
 
     result = SweepResult()
