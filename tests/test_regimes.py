@@ -165,11 +165,13 @@ def test_docstring_examples():
 
 
 def test_blowup_without_learning_is_divergence_and_a_stuck_run_is_not():
-    from wdev_utils.regimes import UNTRAINABLE, divergence, loss_summary
-
     blowup = [2.3, 14.5, 16.1, 16.1, 16.1, 16.1]
     assert divergence(range(6), blowup, reference=2.3)[0] == 1
     s = loss_summary(pd.DataFrame({"epoch": range(6), "train_loss": blowup, "test_loss": blowup}))
-    assert s["diverged"] and s["regime"] == UNTRAINABLE and s["divergence_epoch"] == 1
+    assert s["diverged"] and s["divergence_epoch"] == 1
+    assert s["regime"] == LOW, "a run that never learned is not the learn-then-diverge regime"
+    learned_then = [2.3, 0.5, 0.1, 0.05, 16.1, 16.1, 16.1]
+    s = loss_summary(pd.DataFrame({"epoch": range(7), "train_loss": learned_then, "test_loss": learned_then}))
+    assert s["diverged"] and s["regime"] == UNTRAINABLE and s["divergence_epoch"] == 4
     stuck = [2.30, 2.31, 2.30, 2.31, 2.30, 2.30]
     assert divergence(range(6), stuck, reference=2.3) == (None, None)

@@ -136,10 +136,11 @@ def loss_summary(metrics: pd.DataFrame, *, n_classes: int | None = None,
     min_tr, min_tr_ep = _nanarg(tr, ep)
     min_te, min_te_ep = _nanarg(te, ep)
     div_ep, plat_ep = divergence(ep, tr, reference=ref, thresholds=thresholds)
-    if div_ep is not None:
-        regime = UNTRAINABLE
-    elif np.isfinite(ref) and not min_tr <= thresholds.low_frac * ref:
-        regime = LOW
+    learned = not np.isfinite(ref) or min_tr <= thresholds.low_frac * ref
+    if not learned:
+        regime = LOW  # includes runs that blew up to the plateau before learning anything
+    elif div_ep is not None:
+        regime = UNTRAINABLE  # learned, then diverged
     else:
         regime = HIGH
     return {"initial_train_loss": float(tr[0]), "reference_loss": float(ref),
