@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import re
+
 import pytest
 
 from wdev_utils.config import RunConfig, parse_int_list
@@ -67,7 +69,7 @@ def test_hasyv2_accepts_folds():
 
 def test_run_id_is_16_hex_ignores_device_and_changes_with_every_other_field():
     base = RunConfig()
-    assert len(base.run_id) == 16 and int(base.run_id, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", base.run_id)
     assert base.replace(device="cpu").run_id == base.run_id
     changes = dict(dataset="mnist", width=101, epochs=99, lr=0.2, batch_size=64, seed=1, init="he_uniform",
                    loss="logits", mask="a", momentum=0.5, snapshot_epochs=(10,))

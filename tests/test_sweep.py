@@ -13,7 +13,8 @@ from safetensors.numpy import load_file
 
 from wdev_utils.config import RunConfig
 from wdev_utils.store import RunStore
-from wdev_utils.sweep import group_configs, run_flops, run_sweep
+from wdev_utils.sweep import run_flops, run_sweep
+from wdev_utils.train import ensemble_groups
 
 BASE = RunConfig(dataset="mnist-5k", width=16, epochs=3, batch_size=256, device="cpu")
 CONFIGS = [BASE.replace(seed=s) for s in (0, 1)] + [BASE.replace(width=24, seed=0)]
@@ -24,7 +25,7 @@ def _finals(store: RunStore, configs) -> dict[str, dict]:
 
 
 def test_groups_are_seeds_of_one_config():
-    groups = group_configs(CONFIGS)
+    groups = ensemble_groups(CONFIGS)
     assert sorted(len(g) for g in groups) == [1, 2]
     assert {c.seed for g in groups if len(g) == 2 for c in g} == {0, 1}
 

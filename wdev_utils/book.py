@@ -133,10 +133,10 @@ def write_build_info(profile: Profile, timings: dict[str, float], train_seconds:
         ("built", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
     ]
     lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    from .store import atomic_write
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out)
+    atomic_write(out, "\n".join(lines) + "\n")
 
 
 def build_book(profile_name: str, *, only: list[str] | None = None, render: bool = True) -> Path:

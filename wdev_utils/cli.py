@@ -88,7 +88,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for r in rows:
             est = " ".join(f"{r[f'est_s_{d}']:>10.1f}" for d in devices)
             print(f"{r['run_id']:<16}  {r['status']:<10} {r['members']:>7} {r['gflop']:>9.1f} {est}  {r['run']}")
-        todo = [r for r in rows if r["status"] != "done"]
+        todo = [r for r in rows if not r["done"]]
         for d in devices:
             total = sum(r[f"est_s_{d}"] for r in todo)
             print(f"to train: {len(todo)} runs, {sum(r['gflop'] for r in todo) / 1e3:.2f} TFLOP, "

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats as _stats
 
 from .errors import ConfigError
+from .probes import PROBES
 
 
 class InputError(ConfigError, ValueError):
@@ -591,7 +592,6 @@ def snapshot_quantiles(run, layer: str = "fc2", quantiles=QUANTILES) -> pd.DataF
     return deviation_quantiles(init[key], snaps, quantiles)
 
 
-PROBES = ("mean_abs_dev", "rms_dev", "max_abs_dev", "rel_dist", "corr")
 
 
 def evolution_table(run, layer: str = "fc2", quantiles=QUANTILES) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RunConfig
+from .train import ensemble_groups
 from .errors import WdevError
 
 
@@ -29,24 +30,16 @@ class SweepResult:
 
 def plan_profile(profile) -> list[RunConfig]:
     """Every run the profile's notebooks need, deduplicated, in a stable order."""
-    from .book import toc_notebooks
+    from .book import notebook_parameters, toc_notebooks
     from .plan import notebook_runs
+    from .profiles import REPO_ROOT
 
     seen: dict[str, RunConfig] = {}
     for name in toc_notebooks():
-        params = profile.notebook_parameters(name)
-        params.setdefault("device", profile.device)
+        params = notebook_parameters(REPO_ROOT / "notebooks" / f"{name}.ipynb", profile)
         for cfg in notebook_runs(name, params):
             seen.setdefault(cfg.run_id, cfg)
     return list(seen.values())
-
-
-def group_configs(configs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Group runs that differ only by seed: each group trains as one batched ensemble."""
-    groups: dict[str, list[RunConfig]] = {}
-    for cfg in configs:
-        groups.setdefault(cfg.group_key, []).append(cfg)
-    return list(groups.values())
 
 
 def run_flops(cfg: RunConfig, *, n_train: int, n_test: int, input_dim: int, n_classes: int) -> float:
@@ -114,7 +107,7 @@ def run_sweep(configs: list[RunConfig], store, *, workers: int | None = None, th
     result.reused = sorted(done_ids)
     if not todo:
         return result
-    groups = group_configs(todo)
+    groups = ensemble_groups(todo)
     workers = workers or max(1, (os.cpu_count() or 1) // threads)
     executor, client = _executor(min(workers, len(groups)), threads, scheduler, dask_local)
     store_path = str(Path(store.path).resolve())
@@ -163,21 +156,22 @@ def _group_rate(width: int, members: int, device: str) -> float:
 
 
 def estimate_plan(configs: list[RunConfig], store, devices=("cpu",)) -> list[dict]:
-    """One row per planned run: its FLOPs, whether the store has it, and estimated seconds per device."""
+    """One row per planned run: FLOPs, status, done (finished, diverged or not), estimated seconds per device."""
     from .data import dataset_table
 
     sizes = {r["name"]: r for r in dataset_table()}
     rates: dict[tuple, float] = {}
     rows = []
-    for group in group_configs(configs):
+    for group in ensemble_groups(configs):
         for cfg in group:
             size = sizes[cfg.dataset]
             n_train = size["n_train"] or _PAPER_SIZES[cfg.dataset][0]
             n_test = size["n_test"] or _PAPER_SIZES[cfg.dataset][1]
             flops = run_flops(cfg, n_train=n_train, n_test=n_test, input_dim=size["input_dim"] or 1024,
                               n_classes=size["n_classes"] or _PAPER_SIZES[cfg.dataset][2])
+            run = store.run(cfg)
             row = {"run_id": cfg.run_id, "run": cfg.short(), "members": len(group), "gflop": flops / 1e9,
-                   "status": store.run(cfg).status}
+                   "status": run.status, "done": run.is_done}
             for dev in devices:
                 key = (cfg.width, len(group), dev)
                 if key not in rates:

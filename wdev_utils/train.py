@@ -184,6 +184,15 @@ def _locked_train(store: RunStore, cfgs: list[RunConfig], load_data: Callable, d
                 pass
 
 
+def ensemble_groups(configs: Iterable[RunConfig], max_members: int = MAX_MEMBERS) -> list[list[RunConfig]]:
+    """Runs that differ only by seed, in ensembles of at most `max_members`, by data set and width."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    for c in _unique(configs):
+        groups.setdefault((c.group_key, c.device), []).append(c)
+    ordered = sorted(groups.values(), key=lambda g: (g[0].dataset, g[0].width))
+    return [g[i:i + max_members] for g in ordered for i in range(0, len(g), max_members)]
+
+
 def train_runs(configs: Iterable[RunConfig], store: RunStore | str | None = None, *, dataset=None,
                data_root=None, progress: bool = True, checkpoint_every: int = CHECKPOINT_EVERY,
                max_members: int = MAX_MEMBERS, on_epoch: Callable | None = None) -> list[Run]:
@@ -196,10 +205,7 @@ def train_runs(configs: Iterable[RunConfig], store: RunStore | str | None = None
     configs = list(configs)
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every={checkpoint_every!r}: must be a positive integer")
-    groups: dict[tuple, list[RunConfig]] = {}
-    for c in _unique(configs):
-        if not store.run(c).is_done:
-            groups.setdefault((c.group_key, c.device), []).append(c)
+    groups = ensemble_groups([c for c in configs if not store.run(c).is_done], max_members)
     cache: dict = {}
 
     def load_data(cfg: RunConfig) -> TensorData:
@@ -213,11 +219,9 @@ def train_runs(configs: Iterable[RunConfig], store: RunStore | str | None = None
             cache[key] = TensorData.from_dataset(ds, resolve_device(cfg.device))
         return cache[key]
 
-    for (_, dev), cfgs in sorted(groups.items(), key=lambda kv: (kv[1][0].dataset, kv[1][0].width)):
-        device = resolve_device(dev)
-        for i in range(0, len(cfgs), max_members):
-            _locked_train(store, cfgs[i:i + max_members], load_data, device, checkpoint_every=checkpoint_every,
-                          progress=progress, on_epoch=on_epoch)
+    for cfgs in groups:
+        _locked_train(store, cfgs, load_data, resolve_device(cfgs[0].device), checkpoint_every=checkpoint_every,
+                      progress=progress, on_epoch=on_epoch)
     return [store.run(c).refresh() for c in configs]
 
 
