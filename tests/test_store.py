@@ -160,3 +160,19 @@ def test_list_skips_foreign_folders_and_sorts(tmp_path, monkeypatch):
     monkeypatch.delenv("WDEV_RUNS")
     monkeypatch.chdir(tmp_path)
     assert RunStore().path == (tmp_path / "runs").resolve()
+
+
+def test_finished_run_metrics_are_read_once_and_copies_handed_out(tmp_path, monkeypatch):
+    from wdev_utils import store as store_mod
+    from wdev_utils.config import RunConfig
+    from wdev_utils.train import get_runs
+
+    cfg = RunConfig(dataset="mnist-5k", width=8, epochs=2, device="cpu")
+    run = get_runs([cfg], tmp_path, progress=False)[0]
+    first = run.metrics
+    reads = []
+    monkeypatch.setattr(store_mod, "read_metrics", lambda p: reads.append(p))
+    second = run.metrics
+    assert reads == [] and second.equals(first)
+    second.loc[0, "train_loss"] = -1.0
+    assert run.metrics.loc[0, "train_loss"] == first.loc[0, "train_loss"], "callers cannot change the cache"

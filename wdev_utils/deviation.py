@@ -567,20 +567,6 @@ def _layer_key(weights: Mapping, layer: str) -> str:
     return _layer_keys(weights, [layer])[0]
 
 
-def weights_at(run, epoch: int) -> dict:
-    """A run's weights at a snapshot epoch (0 -> 'init', the last snapshot epoch -> 'final').
-
-    >>> weights_at(run, 250)["fc2.weight"].shape  # doctest: +SKIP
-    (512, 512)
-    """
-    epochs = list(run.snapshot_epochs)
-    if epoch == 0:
-        return run.weights("init")
-    if epochs and epoch == max(epochs):
-        return run.weights("final")
-    return run.weights(int(epoch))
-
-
 def snapshot_quantiles(run, layer: str = "fc2", quantiles=QUANTILES) -> pd.DataFrame:
     """``deviation_quantiles`` of one layer over all of a run's snapshot epochs (Run API).
 
@@ -588,7 +574,7 @@ def snapshot_quantiles(run, layer: str = "fc2", quantiles=QUANTILES) -> pd.DataF
     """
     init = run.weights("init")
     key = _layer_key(init, layer)
-    snaps = {e: weights_at(run, e)[key] for e in run.snapshot_epochs}
+    snaps = {e: run.weights(int(e))[key] for e in run.snapshot_epochs}
     return deviation_quantiles(init[key], snaps, quantiles)
 
 

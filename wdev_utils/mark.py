@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .deviation import InputError, _layer_key, weights_at
+from .deviation import InputError, _layer_key
 
 
 def mask_from_init(w_init) -> np.ndarray:
@@ -73,5 +73,5 @@ def mark_evolution(run, layer: str = "fc2", mask=None) -> pd.DataFrame:
     init = run.weights("init")
     key = _layer_key(init, layer)
     mk = mask_from_init(init[key]) if mask is None else np.asarray(mask, dtype=bool)
-    rows = [{"epoch": int(e), **mark_measures(weights_at(run, e)[key], mk)} for e in run.snapshot_epochs]
+    rows = [{"epoch": int(e), **mark_measures(run.weights(int(e))[key], mk)} for e in run.snapshot_epochs]
     return pd.DataFrame(rows)

@@ -163,6 +163,7 @@ class Run:
         self.path = Path(path)
         self.config = config
         self._status = None
+        self._metrics = None
 
     def __repr__(self):
         return f"Run({self.config.run_id}, {self.config.short()}, {self.status})"
@@ -173,8 +174,9 @@ class Run:
         return self.config.run_id
 
     def refresh(self) -> "Run":
-        """Forget the cached status (after the run was trained elsewhere)."""
+        """Forget the cached status and metrics (after the run was trained elsewhere)."""
         self._status = None
+        self._metrics = None
         return self
 
     def expected_files(self) -> list[str]:
@@ -240,12 +242,20 @@ class Run:
 
     @property
     def metrics(self):
-        """metrics.csv as a pandas DataFrame (one row per epoch, epoch 0 = before training)."""
+        """metrics.csv as a pandas DataFrame (one row per epoch, epoch 0 = before training).
+
+        A finished run's files never change, so its table is read once and a copy handed out.
+        """
         import pandas as pd
 
+        if self._metrics is not None:
+            return self._metrics.copy()
         rows = read_metrics(self.path / "metrics.csv")
         df = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
         df["epoch"] = df["epoch"].astype(int)
+        if self.is_done:
+            self._metrics = df
+            return df.copy()
         return df
 
     @property
