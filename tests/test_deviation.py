@@ -452,3 +452,31 @@ def test_conditional_by_width_matches_direct_computation():
         law = laws.set_index("width").loc[width]
         assert law["a"] == pytest.approx(a) and law["alpha_lo"] < 0.3 < law["alpha_hi"]
         assert law["slope"] == law["alpha"] and law["intercept"] == pytest.approx(law["beta"] / a)
+
+
+def test_conditional_stats_of_final_matches_binned_statistic_of_w_final():
+    from scipy.stats import binned_statistic
+
+    from wdev_utils.deviation import conditional_stats
+
+    rng = np.random.default_rng(11)
+    wi = rng.uniform(-1, 1, 5000)
+    wf = 0.8 * wi + rng.normal(0, 0.1, wi.size)
+    st = conditional_stats(wi, wf, bins=8, of="final")
+    for stat in ("mean", "median", "count"):
+        expected = binned_statistic(wi, wf, stat, bins=8, range=(wi.min(), wi.max())).statistic
+        np.testing.assert_allclose(st[stat], expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="of='w_f'"):
+        conditional_stats(wi, wf, of="w_f")
+
+
+def test_peak_offset_is_count_weighted_and_skips_small_and_flat_bins():
+    from wdev_utils.deviation import peak_offset
+
+    df = pd.DataFrame({"count": [5, 200, 300, 400], "peak": [9.0, 0.2, -0.3, 1.0],
+                       "q25": [-1.0, -0.5, -1.0, 0.0], "q75": [1.0, 0.5, 1.0, 0.0]})
+    expected = (200 * 0.2 / 1.0 + 300 * 0.3 / 2.0) / 500  # bin 0 too small, bin 3 has zero IQR
+    assert peak_offset(df, min_count=100) == pytest.approx(expected)
+    assert peak_offset(df.assign(count=[5, 1, 1, 1]), min_count=100) == pytest.approx(
+        (5 * 9.0 / 2 + 1 * 0.2 + 1 * 0.15) / 7), "with no bin that large, every non-empty bin counts"
+    assert np.isnan(peak_offset(df.iloc[[3]]))

@@ -218,8 +218,10 @@ def _moments(b: np.ndarray, d: np.ndarray, nb: int):
 
 
 def conditional_stats(w_init, w_final, bins=50, *, binning: str = "width", range=None,
-                      peak_bins: int = 512) -> pd.DataFrame:
+                      peak_bins: int = 512, of: str = "deviation") -> pd.DataFrame:
     """Statistics of d = w_final - w_init in bins of w_init, one row per bin (columns STAT_COLUMNS).
+
+    ``of="final"``: the same statistics of w_final itself (the median and bands of Fig. 3).
 
     ``bins``: number of bins (equal width over ``range`` or the range of w_init; equal counts with
     ``binning="quantile"``) or an array of edges. ``std`` and ``skew`` are biased (numpy.std,
@@ -237,6 +239,8 @@ def conditional_stats(w_init, w_final, bins=50, *, binning: str = "width", range
     """
     rng = _check_range(range, "range")
     peak_bins = _check_int("peak_bins", peak_bins, 8)
+    if of not in ("deviation", "final"):
+        raise InputError(f"of={of!r}: use 'deviation' (d = w_final - w_init) or 'final' (w_final)")
     x, y, n_bad, _ = _pair(w_init, w_final)
     n_total = x.size + n_bad
     if rng is not None:
@@ -251,7 +255,7 @@ def conditional_stats(w_init, w_final, bins=50, *, binning: str = "width", range
     n_out = n_total - n_bad - int(np.count_nonzero(inside))
     if n_out:
         b, x, y = b[inside], x[inside], y[inside]
-    d = y - x
+    d = y - x if of == "deviation" else y
     count, mean, std, skew = _moments(b, d, nb)
     s, counts, starts = _grouped_sort(b, d, nb)
     q = {name: _group_quantile(s, starts, counts, p)
@@ -342,6 +346,24 @@ def default_strips(w_init, frac: float = 0.1) -> list[tuple[float, float]]:
     w = frac * (hi - lo)
     c = 0.0 if lo < 0 < hi else 0.5 * (lo + hi)
     return [(lo, lo + w), (c - w / 2, c + w / 2), (hi - w, hi)]
+
+
+def peak_offset(stats: pd.DataFrame, min_count: int = 1) -> float:
+    """Count-weighted mean over bins of |peak of d| / IQR(d): how far the mode of d sits from zero.
+
+    Bins with fewer than ``min_count`` weights are left out (all non-empty bins if none has that
+    many), and so are bins with a zero IQR; NaN when no bin is left.
+
+    >>> peak_offset(pd.DataFrame({"count": [10, 30], "peak": [0.1, -0.2], "q25": [-1.0, -1.0], "q75": [1.0, 1.0]}))
+    0.0875
+    """
+    use = stats["count"] >= min_count
+    use = use if use.any() else stats["count"] > 0
+    iqr = stats["q75"] - stats["q25"]
+    use &= iqr > 0
+    if not use.any():
+        return float("nan")
+    return float(np.average((stats["peak"].abs() / iqr)[use], weights=stats["count"][use]))
 
 
 def conditional_density(w_init, w_final, strips=None, *, bins: int = 60, of: str = "final",

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats as _stats
 
 from .deviation import (InputError, _layer_key, conditional_stats, global_measures, jump_lag, linear_law,
-                        matched_loss_table, width_scaling, NTK_EXPONENT)
+                        matched_loss_table, peak_offset, width_scaling, NTK_EXPONENT)
 from .mark import mark_measures, mask_from_init
 from .regimes import HIGH, REGIMES, RegimeThresholds, phase_table, regime_table
 
@@ -134,12 +134,8 @@ def _c1_c2(stable, th: Thresholds) -> list[dict]:
         wi, wf = _pair_layer(run, th.layer)
         cs = conditional_stats(wi, wf, bins=th.bins)
         use = cs["count"] >= th.min_bin_count
-        use = use if use.any() else cs["count"] > 0
-        c = cs[use]
-        iqr = c["q75"] - c["q25"]
-        good = iqr > 0
-        peak.append(float(np.average((c["peak"].abs() / iqr)[good], weights=c["count"][good]))
-                    if good.any() else np.nan)
+        c = cs[use if use.any() else cs["count"] > 0]
+        peak.append(peak_offset(cs, th.min_bin_count))
         rel.append(float(global_measures({"w": wi}, {"w": wf})["rel_dist"].iloc[0]))
         law = linear_law(wi, wf, bins=th.bins, min_count=th.min_bin_count, n_boot=th.c2_n_boot, ci=th.ci, seed=i)
         alpha.append(law.alpha)
