@@ -275,3 +275,13 @@ def test_batched_step_equals_member_by_member_and_isolates_nan():
         for k in PARAM_NAMES:
             torch.testing.assert_close(stacked[k][i], m[k], atol=1e-7, rtol=1e-6)
             assert torch.isfinite(stacked[k][i]).all()
+
+
+@pytest.mark.parametrize("loss", ["keras", "logits"])
+def test_loss_without_gradient_gives_the_same_values(loss):
+    z = torch.randn(4, 7, 10, dtype=torch.float32) * 20  # large logits: some clipped under keras
+    y = torch.randint(0, 10, (4, 7))
+    with_grad, g = loss_and_grad(z.clone(), y, loss)
+    value_only, none = loss_and_grad(z.clone(), y, loss, need_grad=False)
+    assert none is None and g is not None
+    assert torch.equal(with_grad, value_only)

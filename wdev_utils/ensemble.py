@@ -92,7 +92,7 @@ def evaluate(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
             xc, yc = decode(x[s:s + EVAL_CHUNK]), y[s:s + EVAL_CHUNK]
             z = forward(params, xc)
             correct += (z.argmax(-1) == yc).sum(-1)
-            value, _ = loss_and_grad(z, yc.expand(k, -1), loss)
+            value, _ = loss_and_grad(z, yc.expand(k, -1), loss, need_grad=False)
             total += value.sum(-1, dtype=torch.float64)
     n = max(x.shape[0], 1)
     return total / n, correct.double() / n

@@ -117,12 +117,15 @@ def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return _linear(h, params["out.weight"], params["out.bias"])
 
 
-def loss_and_grad(logits: torch.Tensor, y: torch.Tensor, loss: str = "keras") -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_grad(logits: torch.Tensor, y: torch.Tensor, loss: str = "keras",
+                  need_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-sample cross-entropy and its gradient w.r.t. the logits (not divided by the batch size).
 
     "keras": softmax probabilities clipped to [1e-7, 1-1e-7], then -log p_y; where p_y is clipped the
     gradient is zero (as tf.clip_by_value's). "logits": -log_softmax(z)_y. `logits` is overwritten.
+    With need_grad=False only the loss is computed (evaluation) and the gradient is None.
     """
+    grad = None
     m = logits.amax(-1, keepdim=True)
     shifted = logits.sub_(m)
     p = shifted.exp()
@@ -132,12 +135,14 @@ def loss_and_grad(logits: torch.Tensor, y: torch.Tensor, loss: str = "keras") ->
         p.div_(s)
         py = p.gather(-1, yi)
         value = -py.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON).log()
-        keep = (py >= KERAS_EPSILON) & (py <= 1.0 - KERAS_EPSILON)
-        grad = p.scatter_(-1, yi, py - 1.0).mul_(keep)
+        if need_grad:
+            keep = (py >= KERAS_EPSILON) & (py <= 1.0 - KERAS_EPSILON)
+            grad = p.scatter_(-1, yi, py - 1.0).mul_(keep)
     elif loss == "logits":
         value = s.log().sub_(shifted.gather(-1, yi))
-        p.div_(s)
-        grad = p.scatter_(-1, yi, p.gather(-1, yi) - 1.0)
+        if need_grad:
+            p.div_(s)
+            grad = p.scatter_(-1, yi, p.gather(-1, yi) - 1.0)
     else:
         raise ConfigError(f"unknown loss {loss!r}: choose 'keras' or 'logits'")
     return value.squeeze(-1), grad
