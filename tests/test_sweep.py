@@ -93,3 +93,14 @@ def test_killed_sweep_reruns_only_missing_runs(tmp_path):
     assert set(result.reused) == done_before
     assert set(result.trained) == {c.run_id for c in configs} - done_before
     assert not result.failed
+
+
+def test_estimate_for_an_absent_data_set_uses_its_published_size(tmp_path, monkeypatch):
+    from wdev_utils.sweep import estimate_plan
+
+    monkeypatch.setenv("WDEV_DATA", str(tmp_path / "no-data"))
+    cfg = RunConfig(dataset="hasyv2", width=16, epochs=2, device="cpu")
+    (row,) = estimate_plan([cfg], RunStore(tmp_path / "runs"))
+    expected = run_flops(cfg, n_train=151406, n_test=16827, input_dim=1024, n_classes=369)
+    assert row["gflop"] == pytest.approx(expected / 1e9)
+    assert row["status"] == "missing" and not row["done"] and row["est_s_cpu"] > 0

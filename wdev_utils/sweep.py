@@ -165,10 +165,9 @@ def estimate_plan(configs: list[RunConfig], store, devices=("cpu",)) -> list[dic
     for group in ensemble_groups(configs):
         for cfg in group:
             size = sizes[cfg.dataset]
-            n_train = size["n_train"] or _PAPER_SIZES[cfg.dataset][0]
-            n_test = size["n_test"] or _PAPER_SIZES[cfg.dataset][1]
-            flops = run_flops(cfg, n_train=n_train, n_test=n_test, input_dim=size["input_dim"] or 1024,
-                              n_classes=size["n_classes"] or _PAPER_SIZES[cfg.dataset][2])
+            n_train, n_test, n_classes = (size[k] or v for k, v in
+                                          zip(("n_train", "n_test", "n_classes"), _PAPER_SIZES[cfg.dataset]))
+            flops = run_flops(cfg, n_train=n_train, n_test=n_test, input_dim=size["input_dim"], n_classes=n_classes)
             run = store.run(cfg)
             row = {"run_id": cfg.run_id, "run": cfg.short(), "members": len(group), "gflop": flops / 1e9,
                    "status": run.status, "done": run.is_done}

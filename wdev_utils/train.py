@@ -15,7 +15,7 @@ from . import __version__
 from .config import RunConfig
 from .ensemble import Ensemble, TensorData
 from .errors import ConfigError, StoreError
-from .model import PARAM_NAMES, init_params, param_shapes
+from .model import LAYERS, PARAM_NAMES, init_params, param_shapes
 from .probes import METRIC_COLUMNS
 from .regimes import divergence
 from .store import Run, RunStore, load_tensors, snapshot_name
@@ -43,7 +43,7 @@ def shuffle_generator(seed: int) -> torch.Generator:
 def divergence_epoch(rows: np.ndarray) -> int | None:
     """Epoch at which the train loss diverged for good (regimes.divergence's rule), or None."""
     loss = rows[:, _COL["train_loss"]]
-    weights_ok = np.isfinite(rows[:, [_COL[f"{l}_mean_abs_dev"] for l in ("fc1", "fc2", "out")]]).all(1)
+    weights_ok = np.isfinite(rows[:, [_COL[f"{l}_mean_abs_dev"] for l in LAYERS]]).all(1)
     loss = np.where(weights_ok, loss, np.nan)
     return divergence(rows[:, 0], loss, reference=loss[0])[0]
 
