@@ -91,6 +91,13 @@ def test_bench_reports_every_width_and_the_naive_loop(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "float32 matmul peak" in out and "naive loop" in out
     rows = [line for line in out.splitlines() if line.strip()[:2] in ("10", "20")]
+    peak = float(out.split("float32 matmul peak:")[1].split()[0])
     assert len(rows) == 2
-    speedups = [float(line.split("|")[2].split()[-1].rstrip("x")) for line in rows]
-    assert all(np.isfinite(s) and s > 0 for s in speedups)
+    for line in rows:  # ... | GF/s %peak s/epoch/net speed-up bound | ...
+        ens = line.split("|")[2].split()
+        speedup, bound = float(ens[-2].rstrip("x")), float(ens[-1].rstrip("x"))
+        width, single_gflops = int(line.split("|")[0]), float(line.split("|")[1].split()[0])
+        assert np.isfinite(speedup) and speedup > 0
+        # the bound is the peak over the single network's executed rate (printed to 0.1 GFLOP/s)
+        executed = single_gflops * bench.executed_flops(width) / bench.conventional_flops(width)
+        assert bound == pytest.approx(peak / executed, rel=0.05, abs=0.01)

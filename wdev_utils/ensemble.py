@@ -34,9 +34,14 @@ def _as_uint8_if_exact(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def decode(x: torch.Tensor) -> torch.Tensor:
-    """Inputs as float32: 8-bit levels k become k / 255 (bit-identical to the float data they came from)."""
-    return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+def decode(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Inputs as float32: 8-bit levels k become k / 255 (bit-identical to the float data they came from).
+
+    `out`, a float32 tensor of x's shape, receives the decoded levels (saves an allocation per batch).
+    """
+    if x.dtype != torch.uint8:
+        return x
+    return (x.to(torch.float32) if out is None else out.copy_(x)).div_(255.0)
 
 
 def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -137,17 +142,19 @@ class Ensemble:
         d = self.data
         n, bs = d.x_train.shape[0], self.batch_size
         perms = self._permutations()
+        labels = d.y_train[perms]  # each member's labels in its order for this epoch: (K, n)
         dev = d.x_train.device
         loss_sum = torch.zeros(self.k, dtype=torch.float64, device=dev)
         correct = torch.zeros(self.k, dtype=torch.int64, device=dev)
         single = self.k == 1
         params = {k: v[0] for k, v in self.params.items()} if single else self.params
         bufs = self.bufs and ({k: v[0] for k, v in self.bufs.items()} if single else self.bufs)
+        full_batch = torch.empty((bs, d.input_dim) if single else (self.k, bs, d.input_dim), device=dev)
         with torch.no_grad():
             for s in range(0, n, bs):
-                idx = perms[0, s:s + bs] if single else perms[:, s:s + bs]
-                x = decode(gather_rows(d.x_train, idx))
-                y = d.y_train[idx]
+                idx, y = (perms[0, s:s + bs], labels[0, s:s + bs]) if single else (perms[:, s:s + bs],
+                                                                                 labels[:, s:s + bs])
+                x = decode(gather_rows(d.x_train, idx), out=full_batch if s + bs <= n else None)
                 value, ok = sgd_step(params, x, y, self.lr, self.loss, self.momentum, bufs)
                 loss_sum += value
                 correct += ok

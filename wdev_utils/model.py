@@ -148,21 +148,31 @@ def loss_and_grad(logits: torch.Tensor, y: torch.Tensor, loss: str = "keras",
     return value.squeeze(-1), grad
 
 
-def _update(w, b, dz, h, lr, momentum, bufs, name):
-    """w -= lr * dz^T h and b -= lr * sum(dz), fused into one GEMM when there is no momentum."""
-    dzt = dz.t() if dz.dim() == 2 else dz.transpose(1, 2)
-    db = dz.sum(-2)
+def _mT(t: torch.Tensor) -> torch.Tensor:
+    return t.transpose(-1, -2)
+
+
+def _gemm(bias, a, b):
+    """bias + a @ b for 2-D or stacked (K, ...) operands; `bias` broadcasts over the result."""
+    return torch.addmm(bias, a, b) if a.dim() == 2 else torch.baddbmm(bias, a, b)
+
+
+def _update(w, b, gt, h, lr, momentum, bufs, name):
+    """w -= lr * gt @ h and b -= lr * sum(gt) for a gradient gt (..., out, B) and inputs h (..., B, in).
+
+    Without momentum the weight update is one fused GEMM.
+    """
+    gb = gt.sum(-1)
     if momentum == 0.0:
         if w.dim() == 2:
-            w.addmm_(dzt, h, alpha=-lr)
+            w.addmm_(gt, h, alpha=-lr)
         else:
-            w.baddbmm_(dzt, h, alpha=-lr)
-        b.add_(db, alpha=-lr)
+            w.baddbmm_(gt, h, alpha=-lr)
+        b.sub_(gb, alpha=lr)
         return
-    gw = dzt @ h
     bw, bb = bufs[f"{name}.weight"], bufs[f"{name}.bias"]
-    bw.mul_(momentum).add_(gw)
-    bb.mul_(momentum).add_(db)
+    bw.mul_(momentum).add_(gt @ h)
+    bb.mul_(momentum).add_(gb)
     w.add_(bw, alpha=-lr)
     b.add_(bb, alpha=-lr)
 
@@ -176,17 +186,19 @@ def sgd_step(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, 
     w1, b1 = params["fc1.weight"], params["fc1.bias"]
     w2, b2 = params["fc2.weight"], params["fc2.bias"]
     w3, b3 = params["out.weight"], params["out.bias"]
-    h1 = _linear(x, w1, b1).relu_()
-    h2 = _linear(h1, w2, b2).relu_()
-    z = _linear(h2, w3, b3)
+    # Hidden activations are held feature-major, (..., W, B): W @ x^T is a far better GEMM shape than
+    # x @ W^T when W is small (about 2x at width 10, and 1.2-1.4x for one network at widths 100-1000).
+    h1 = _gemm(b1.unsqueeze(-1), w1, _mT(x)).relu_()
+    h2 = _gemm(b2.unsqueeze(-1), w2, h1).relu_()
+    z = _gemm(b3.unsqueeze(-2), _mT(h2), _mT(w3))  # logits sample-major (..., B, C): the loss reduces over C
     correct = (z.argmax(-1) == y).sum(-1)
     value, dz = loss_and_grad(z, y, loss)
-    dz.mul_(1.0 / y.shape[-1])
-    dh2 = dz @ w3  # gradients through each layer use its weights before their update
-    _update(w3, b3, dz, h2, lr, momentum, bufs, "out")
+    dzt = _mT(dz.mul_(1.0 / y.shape[-1]))
+    dh2 = _mT(w3) @ dzt  # gradients through each layer use its weights before their update
+    _update(w3, b3, dzt, _mT(h2), lr, momentum, bufs, "out")
     dh2 = torch.ops.aten.threshold_backward(dh2, h2, 0.0)  # ReLU backward: zero where h2 <= 0
-    dh1 = dh2 @ w2
-    _update(w2, b2, dh2, h1, lr, momentum, bufs, "fc2")
+    dh1 = _mT(w2) @ dh2
+    _update(w2, b2, dh2, _mT(h1), lr, momentum, bufs, "fc2")
     dh1 = torch.ops.aten.threshold_backward(dh1, h1, 0.0)
     _update(w1, b1, dh1, x, lr, momentum, bufs, "fc1")
     return value.sum(-1), correct
