@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from urllib.error import URLError
@@ -299,6 +301,29 @@ def test_hasy_folds_load_decode_and_cache(hasy_archive):
     cached = load_dataset("hasyv2", root=root, fold=1)
     _check_fold(cached, truth, 1)
     assert "cache" in cached.source and cached.n_classes == 3
+
+
+def test_staging_left_by_a_killed_process_is_removed_by_the_next_load(hasy_archive):
+    root, truth = hasy_archive
+    folder = root / "hasyv2"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale_dir = folder / f".tmp-extract-p{dead.pid}-k2x9_q1a"
+        (stale_dir / "HASYv2").mkdir(parents=True)
+        (stale_dir / "HASYv2" / "half.png").write_bytes(b"\x89PNG half")
+        stale_file = folder / f".tmp-fold-1-p{dead.pid}-zz81abcd.safetensors"
+        stale_file.write_bytes(b"half a cache")
+        busy = folder / f".tmp-extract-p{live.pid}-busy0001"
+        busy.mkdir()
+        _check_fold(load_dataset("hasyv2", root=root, fold=1), truth, 1)
+        assert not stale_dir.exists() and not stale_file.exists()
+        assert busy.is_dir(), "a staging folder of a running process must be left alone"
+        assert leftovers(root) == [str(busy.relative_to(root))]
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_hasy_archive_with_top_folder(tmp_path, monkeypatch):

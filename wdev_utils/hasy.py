@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import DatasetError
-from .idx import STAGING_PREFIX, staging_dir
+from .idx import remove_stale_staging, staging_dir, staging_prefix
 
 URL = "https://zenodo.org/record/259444/files/HASYv2.tar.bz2"
 MD5 = "fddf23f36e24b5236f6b3a0880c778e3"
@@ -221,7 +221,8 @@ def decode_pngs(files: list[Path]) -> np.ndarray:
 def _write_cache(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
     from safetensors.numpy import save_file
 
-    fd, tmp = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{path.stem}-", suffix=".safetensors", dir=path.parent)
+    remove_stale_staging(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(path.stem), suffix=".safetensors", dir=path.parent)
     os.close(fd)
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=meta)

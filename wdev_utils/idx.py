@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import math
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -29,13 +30,51 @@ N_CLASSES = 10
 SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 ORIGIN_FILE = "wdev-origin.txt"
 STAGING_PREFIX = ".tmp-"
+# A staging entry is named .tmp-<label>-p<pid>-<random>[.suffix]: a dead pid marks it as left by a killed process.
+_STAGING_OWNER = re.compile(r"^\.tmp-.*-p(\d+)-[^-]+$")
+
+
+def staging_prefix(label: str) -> str:
+    """Name prefix of this process's staging files and folders for `label`."""
+    return f"{STAGING_PREFIX}{label}-p{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Delete staging files and folders in `parent` whose process is gone (killed mid-download or mid-write)."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        m = _STAGING_OWNER.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
 def staging_dir(parent: Path, label: str):
-    """Yield a fresh temporary folder inside `parent`, removed on exit whatever happens."""
+    """Yield a fresh temporary folder inside `parent`, removed on exit whatever happens.
+
+    Folders that killed processes left behind in `parent` are removed first.
+    """
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{label}-", dir=parent))
+    remove_stale_staging(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(label), dir=parent))
     try:
         yield tmp
     finally:
