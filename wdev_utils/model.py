@@ -125,20 +125,22 @@ def loss_and_grad(logits: torch.Tensor, y: torch.Tensor, loss: str = "keras",
     gradient is zero (as tf.clip_by_value's). "logits": -log_softmax(z)_y. `logits` is overwritten.
     With need_grad=False only the loss is computed (evaluation) and the gradient is None.
     """
+    # softmax by hand: torch.softmax over 10 classes is ~2.5x slower on CPU for (K, B, 10) logits
     grad = None
-    m = logits.amax(-1, keepdim=True)
-    shifted = logits.sub_(m)
-    p = shifted.exp()
-    s = p.sum(-1, keepdim=True)
+    shifted = logits.sub_(logits.amax(-1, keepdim=True))
     yi = y.unsqueeze(-1)
     if loss == "keras":
-        p.div_(s)
+        p = shifted.exp_()
+        p.div_(p.sum(-1, keepdim=True))
         py = p.gather(-1, yi)
-        value = -py.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON).log()
+        clipped = py.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
         if need_grad:
-            keep = (py >= KERAS_EPSILON) & (py <= 1.0 - KERAS_EPSILON)
+            keep = py == clipped  # inside the clip range (False for NaN)
             grad = p.scatter_(-1, yi, py - 1.0).mul_(keep)
+        value = clipped.log_().neg_()
     elif loss == "logits":
+        p = shifted.exp()
+        s = p.sum(-1, keepdim=True)
         value = s.log().sub_(shifted.gather(-1, yi))
         if need_grad:
             p.div_(s)
@@ -190,7 +192,7 @@ def sgd_step(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, 
     # x @ W^T when W is small (about 2x at width 10, and 1.2-1.4x for one network at widths 100-1000).
     h1 = _gemm(b1.unsqueeze(-1), w1, _mT(x)).relu_()
     h2 = _gemm(b2.unsqueeze(-1), w2, h1).relu_()
-    z = _gemm(b3.unsqueeze(-2), _mT(h2), _mT(w3))  # logits sample-major (..., B, C): the loss reduces over C
+    z = _mT(_gemm(b3.unsqueeze(-1), w3, h2)).contiguous()  # logits sample-major (..., B, C) for the loss
     correct = (z.argmax(-1) == y).sum(-1)
     value, dz = loss_and_grad(z, y, loss)
     dzt = _mT(dz.mul_(1.0 / y.shape[-1]))
