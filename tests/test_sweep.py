@@ -12,6 +12,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from wdev_utils.config import RunConfig
+from wdev_utils.errors import ConfigError
 from wdev_utils.store import RunStore
 from wdev_utils.sweep import run_flops, run_sweep
 from wdev_utils.train import ensemble_groups
@@ -28,6 +29,22 @@ def test_groups_are_seeds_of_one_config():
     groups = ensemble_groups(CONFIGS)
     assert sorted(len(g) for g in groups) == [1, 2]
     assert {c.seed for g in groups if len(g) == 2 for c in g} == {0, 1}
+
+
+def test_groups_shrink_evenly_to_give_every_worker_one_but_keep_two_members():
+    many = [BASE.replace(width=w, seed=s) for w in (16, 24) for s in range(10)]
+    assert sorted(len(g) for g in ensemble_groups(many)) == [10, 10]
+    assert sorted(len(g) for g in ensemble_groups(many, max_members=4)) == [3, 3, 3, 3, 4, 4]
+    for workers in (3, 5, 8, 100):
+        groups = ensemble_groups(many, min_groups=workers)
+        assert sorted(c.run_id for g in groups for c in g) == sorted(c.run_id for c in many)
+        assert all(len({c.replace(seed=0).run_id for c in g}) == 1 for g in groups), "one configuration a group"
+        sizes = sorted(len(g) for g in groups)
+        assert len(groups) >= min(workers, 10) and sizes[0] >= 2 and sizes[-1] - sizes[0] <= 1
+        if len(groups) >= workers and sizes[-1] < 10:
+            assert len(ensemble_groups(many, max_members=sizes[-1] + 1)) < workers, "no smaller than needed"
+    with pytest.raises(ConfigError, match="max_members=0"):
+        ensemble_groups(many, max_members=0)
 
 
 def test_flops_count_matches_hand_count():
@@ -69,6 +86,7 @@ def test_failing_run_is_reported_and_others_finish(tmp_path):
 SWEEP_SCRIPT = """
 import sys
 from wdev_utils.config import RunConfig
+from wdev_utils.errors import ConfigError
 from wdev_utils.store import RunStore
 from wdev_utils.sweep import run_sweep
 base = RunConfig(dataset="mnist-5k", width=64, epochs=40, batch_size=64, device="cpu")

@@ -202,6 +202,17 @@ def test_ensemble_members_equal_single_runs(tmp_path):
         np.testing.assert_allclose(_no_seconds(runs[seed].metrics), _no_seconds(single.metrics), rtol=1e-4, atol=1e-6)
 
 
+def test_a_member_trains_bit_identically_in_ensembles_of_any_size_from_two(tmp_path):
+    # what lets a sweep split ensembles to keep its workers busy without changing any run's weights
+    cfgs = [BASE.replace(seed=s) for s in range(5)]
+    pair = _train(cfgs[:2], tmp_path / "pair")
+    five = _train(cfgs, tmp_path / "five")
+    assert pair[1].summary["ensemble_members"] == 2 and five[1].summary["ensemble_members"] == 5
+    for a, b in zip(pair, five[:2]):
+        _same_weights(a, b, exact=True)
+        np.testing.assert_array_equal(_no_seconds(a.metrics).to_numpy(), _no_seconds(b.metrics).to_numpy())
+
+
 def test_a_member_gone_nan_leaves_the_others_bit_identical():
     data = TensorData.from_dataset(DS)
     members = [init_params(s, DS.input_dim, 16, DS.n_classes) for s in range(3)]

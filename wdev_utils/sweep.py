@@ -107,12 +107,14 @@ def run_sweep(configs: list[RunConfig], store, *, workers: int | None = None, th
     result.reused = sorted(done_ids)
     if not todo:
         return result
-    groups = ensemble_groups(todo)
     workers = workers or max(1, (os.cpu_count() or 1) // threads)
-    executor, client = _executor(min(workers, len(groups)), threads, scheduler, dask_local)
+    executor, client = _executor(workers, threads, scheduler, dask_local)
     store_path = str(Path(store.path).resolve())
     bar = tqdm(total=len(todo), unit="run", desc="sweep", disable=not progress)
     try:
+        # as large ensembles as leave no worker idle (a local pool starts its processes on demand)
+        slots = workers if client is None else max(1, len(client.scheduler_info().get("workers", {})))
+        groups = ensemble_groups(todo, min_groups=slots)
         futures = {executor.submit(train_group, [c.to_dict() for c in g], store_path, threads): g
                    for g in groups}
         for fut in cf.as_completed(futures):

@@ -184,13 +184,34 @@ def _locked_train(store: RunStore, cfgs: list[RunConfig], load_data: Callable, d
                 pass
 
 
-def ensemble_groups(configs: Iterable[RunConfig], max_members: int = MAX_MEMBERS) -> list[list[RunConfig]]:
-    """Runs that differ only by seed, in ensembles of at most `max_members`, by data set and width."""
+def _split_evenly(items: list, size: int) -> list[list]:
+    """items in consecutive parts of at most `size`, their lengths differing by at most one."""
+    n_parts = -(-len(items) // size)
+    base, extra = divmod(len(items), n_parts)
+    bounds = np.cumsum([0] + [base + (i < extra) for i in range(n_parts)])
+    return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def ensemble_groups(configs: Iterable[RunConfig], max_members: int = MAX_MEMBERS,
+                    min_groups: int = 1) -> list[list[RunConfig]]:
+    """Runs that differ only by seed, in ensembles of at most `max_members`, by data set and width.
+
+    Ensembles are split evenly and made smaller until there are at least `min_groups` of them (so every
+    worker of a sweep gets one), but never below two members: members of any ensemble of two or more
+    train bit for bit alike, while a lone network takes the 2-D path (equal only to float tolerance).
+    """
+    if not isinstance(max_members, int) or max_members < 1:
+        raise ConfigError(f"max_members={max_members!r}: must be a positive integer")
     groups: dict[tuple, list[RunConfig]] = {}
     for c in _unique(configs):
         groups.setdefault((c.group_key, c.device), []).append(c)
     ordered = sorted(groups.values(), key=lambda g: (g[0].dataset, g[0].width))
-    return [g[i:i + max_members] for g in ordered for i in range(0, len(g), max_members)]
+    size = max_members
+    while True:
+        out = [part for g in ordered for part in _split_evenly(g, size)]
+        if len(out) >= min_groups or size <= 2:
+            return out
+        size -= 1
 
 
 def train_runs(configs: Iterable[RunConfig], store: RunStore | str | None = None, *, dataset=None,
