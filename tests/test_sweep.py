@@ -33,6 +33,7 @@ def test_groups_are_seeds_of_one_config():
 
 def test_groups_shrink_evenly_to_give_every_worker_one_but_keep_two_members():
     many = [BASE.replace(width=w, seed=s) for w in (16, 24) for s in range(10)]
+    assert len(ensemble_groups(many, max_members=1)) == 20
     assert sorted(len(g) for g in ensemble_groups(many)) == [10, 10]
     assert sorted(len(g) for g in ensemble_groups(many, max_members=4)) == [3, 3, 3, 3, 4, 4]
     for workers in (3, 5, 8, 100):
@@ -41,8 +42,8 @@ def test_groups_shrink_evenly_to_give_every_worker_one_but_keep_two_members():
         assert all(len({c.replace(seed=0).run_id for c in g}) == 1 for g in groups), "one configuration a group"
         sizes = sorted(len(g) for g in groups)
         assert len(groups) >= min(workers, 10) and sizes[0] >= 2 and sizes[-1] - sizes[0] <= 1
-        if len(groups) >= workers and sizes[-1] < 10:
-            assert len(ensemble_groups(many, max_members=sizes[-1] + 1)) < workers, "no smaller than needed"
+        counts = {len(ensemble_groups(many, max_members=m)) for m in range(2, 17)}
+        assert len(groups) == min([c for c in counts if c >= workers] or [max(counts)]), "no smaller than needed"
     with pytest.raises(ConfigError, match="max_members=0"):
         ensemble_groups(many, max_members=0)
 
