@@ -113,7 +113,7 @@ def run_sweep(configs: list[RunConfig], store, *, workers: int | None = None, th
     bar = tqdm(total=len(todo), unit="run", desc="sweep", disable=not progress)
     try:
         # as large ensembles as leave no worker idle (a local pool starts its processes on demand)
-        slots = workers if client is None else max(1, len(client.scheduler_info().get("workers", {})))
+        slots = workers if client is None else max(1, len(client.nthreads()))
         groups = ensemble_groups(todo, min_groups=slots)
         futures = {executor.submit(train_group, [c.to_dict() for c in g], store_path, threads): g
                    for g in groups}
