@@ -20,6 +20,23 @@ def test_dry_run_lists_every_planned_run_with_estimates(tmp_path, capsys):
     assert not any(tmp_path.iterdir()), "a dry run must not train anything"
 
 
+def test_dry_run_estimates_the_wall_time_for_the_workers_asked(tmp_path, capsys):
+    assert main(["sweep", "--profile", "smoke", "--store", str(tmp_path), "--dry-run", "--workers", "3"]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("to train:")][0]
+    one, wall = (float(line.split(" min")[i].split()[-1]) for i in (0, 1))
+    assert "with 3 worker(s)" in line and wall <= one
+
+
+@pytest.mark.parametrize("option", ["--workers", "--threads", "--dask-local"])
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_worker_counts_must_be_positive_whole_numbers(capsys, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--profile", "smoke", "--dry-run", option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and repr(value) in err
+
+
 def test_sweep_trains_then_reuses(tmp_path, capsys):
     planned = plan_profile(load_profile("smoke"))
     assert main(["sweep", "--profile", "smoke", "--store", str(tmp_path), "--workers", "2", "--no-progress"]) == 0

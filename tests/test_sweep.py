@@ -14,7 +14,8 @@ from safetensors.numpy import load_file
 from wdev_utils.config import RunConfig
 from wdev_utils.errors import ConfigError
 from wdev_utils.store import RunStore
-from wdev_utils.sweep import run_flops, run_sweep
+from wdev_utils.sweep import (dataset_sizes, estimate_plan, estimate_wall_seconds, longest_first, makespan,
+                              run_flops, run_sweep)
 from wdev_utils.train import ensemble_groups
 
 BASE = RunConfig(dataset="mnist-5k", width=16, epochs=3, batch_size=256, device="cpu")
@@ -115,11 +116,40 @@ def test_killed_sweep_reruns_only_missing_runs(tmp_path):
 
 
 def test_estimate_for_an_absent_data_set_uses_its_published_size(tmp_path, monkeypatch):
-    from wdev_utils.sweep import estimate_plan
-
     monkeypatch.setenv("WDEV_DATA", str(tmp_path / "no-data"))
     cfg = RunConfig(dataset="hasyv2", width=16, epochs=2, device="cpu")
     (row,) = estimate_plan([cfg], RunStore(tmp_path / "runs"))
     expected = run_flops(cfg, n_train=151406, n_test=16827, input_dim=1024, n_classes=369)
     assert row["gflop"] == pytest.approx(expected / 1e9)
     assert row["status"] == "missing" and not row["done"] and row["est_s_cpu"] > 0
+
+
+def test_makespan_hands_each_job_to_the_first_free_worker():
+    assert makespan([5, 4, 3, 3], 2) == 8  # 5 | 4, then 3 on the second (7), 3 on the first (8)
+    assert makespan([4, 2, 1, 1], 2) == 4  # 4 | 2, then both 1s on the second
+    assert makespan([1, 1, 2, 4], 2) == 5  # shortest first: 1 | 1, 2 on the first (3), 4 on the second (5)
+    assert makespan([2.5, 1, 1], 1) == 4.5 and makespan([2.5, 1, 1], 10) == 2.5 and makespan([], 3) == 0
+
+
+def test_sweeps_hand_out_the_longest_ensembles_first():
+    sizes = dataset_sizes()
+    groups = ensemble_groups([BASE.replace(width=w, seed=s, epochs=e) for w, e in ((16, 3), (64, 3), (24, 30))
+                              for s in range(2)])
+    ordered = longest_first(groups, sizes)
+    cost = [sum(run_flops(c, **sizes[c.dataset]) for c in g) for g in ordered]
+    assert cost == sorted(cost, reverse=True) and [g[0].width for g in ordered] == [24, 64, 16]
+
+
+def test_wall_time_estimate_splits_ensembles_for_the_workers(tmp_path):
+    configs = [BASE.replace(width=w, seed=s) for w in (16, 24) for s in range(4)]
+    one = estimate_plan(configs, RunStore(tmp_path / "runs"), workers=1)
+    four = estimate_plan(configs, RunStore(tmp_path / "runs"), workers=4)
+    assert len({r["group"] for r in one}) == 2 and len({r["group"] for r in four}) == 4
+    assert {r["members"] for r in four} == {2}
+    total = sum(r["est_s_cpu"] for r in four)
+    groups = {}
+    for r in four:
+        groups[r["group"]] = groups.get(r["group"], 0) + r["est_s_cpu"]
+    wall = estimate_wall_seconds(four, 4)
+    assert wall == pytest.approx(max(groups.values())) and wall < total
+    assert estimate_wall_seconds(four, 1) == pytest.approx(total)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import WdevError
@@ -59,6 +60,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -71,7 +83,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     from .profiles import load_profile
     from .store import RunStore
-    from .sweep import estimate_plan, plan_profile, run_sweep
+    from .sweep import estimate_plan, estimate_wall_seconds, plan_profile, run_sweep
 
     profile = load_profile(args.profile)
     store = RunStore(args.store or _profile_store(profile))
@@ -80,8 +92,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         import torch
 
         devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-        rows = estimate_plan(configs, store, devices)
-        print(f"{len(rows)} runs planned for profile {profile.name!r} in {store.path}")
+        workers = args.dask_local or args.workers or max(1, (os.cpu_count() or 1) // args.threads)
+        rows = estimate_plan(configs, store, devices, workers=workers, threads=args.threads)
+        print(f"{len(rows)} runs planned for profile {profile.name!r} in {store.path}; times measured just now "
+              f"with {args.threads} thread(s), the threads of one sweep worker")
         head = f"{'run_id':<16}  {'status':<10} {'members':>7} {'GFLOP':>9} " + " ".join(
             f"{'est s ' + d:>10}" for d in devices) + "  run"
         print(head)
@@ -91,8 +105,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         todo = [r for r in rows if not r["done"]]
         for d in devices:
             total = sum(r[f"est_s_{d}"] for r in todo)
+            wall = estimate_wall_seconds(rows, workers, d)
             print(f"to train: {len(todo)} runs, {sum(r['gflop'] for r in todo) / 1e3:.2f} TFLOP, "
-                  f"about {total / 60:.1f} min on {d} (one process, measured just now)")
+                  f"about {total / 60:.1f} min on {d} in one process, {wall / 60:.1f} min with {workers} worker(s)")
         return 0
     logging.getLogger("distributed").setLevel(logging.WARNING)
     result = run_sweep(configs, store, workers=args.workers, threads=args.threads,
@@ -174,11 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help="profile name or .yml path (default quick)")
     p.add_argument("--store", default=None, help="run store folder (default: $WDEV_RUNS, the profile's, or ./runs)")
     p.add_argument("--dry-run", action="store_true", help="list the planned runs with FLOPs and time estimates")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: cores / threads)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="local worker processes (default: cores / threads); with --dry-run also the workers "
+                        "the wall time is estimated for")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads per worker (default 1)")
     ex = p.add_mutually_exclusive_group()
     ex.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
-    ex.add_argument("--dask-local", type=int, default=None, metavar="N", help="start a local Dask cluster of N workers")
+    ex.add_argument("--dask-local", type=_positive_int, default=None, metavar="N",
+                    help="start a local Dask cluster of N workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
 

@@ -48,6 +48,32 @@ def run_flops(cfg: RunConfig, *, n_train: int, n_test: int, input_dim: int, n_cl
     return float(cfg.epochs * (6 * n_train + 2 * n_test) * per_sample)
 
 
+def dataset_sizes() -> dict[str, dict]:
+    """Per data set: n_train, n_test, input_dim, n_classes; published sizes stand in for absent data."""
+    from .data import dataset_table
+
+    out = {}
+    for row in dataset_table():
+        fallback = dict(zip(("n_train", "n_test", "n_classes"), _PAPER_SIZES[row["name"]]))
+        out[row["name"]] = {k: row[k] or fallback[k] for k in ("n_train", "n_test", "n_classes")} | {
+            "input_dim": row["input_dim"]}
+    return out
+
+
+def longest_first(groups: list[list[RunConfig]], sizes: dict[str, dict]) -> list[list[RunConfig]]:
+    """Ensembles by decreasing FLOPs: handing the longest out first keeps the last worker from finishing alone."""
+    return sorted(groups, key=lambda g: -sum(run_flops(c, **sizes[c.dataset]) for c in g))
+
+
+def makespan(seconds: list[float], workers: int) -> float:
+    """Wall time of jobs handed in this order to `workers` workers, each job to the first free worker."""
+    free = [0.0] * max(1, int(workers))
+    for t in seconds:
+        i = min(range(len(free)), key=free.__getitem__)
+        free[i] += t
+    return max(free)
+
+
 def missing_configs(configs: list[RunConfig], store) -> list[RunConfig]:
     """The configs whose runs the store does not hold complete."""
     return [c for c in configs if not store.run(c).is_done]
@@ -114,7 +140,7 @@ def run_sweep(configs: list[RunConfig], store, *, workers: int | None = None, th
     try:
         # as large ensembles as leave no worker idle (a local pool starts its processes on demand)
         slots = workers if client is None else max(1, len(client.nthreads()))
-        groups = ensemble_groups(todo, min_groups=slots)
+        groups = longest_first(ensemble_groups(todo, min_groups=slots), dataset_sizes())
         futures = {executor.submit(train_group, [c.to_dict() for c in g], store_path, threads): g
                    for g in groups}
         for fut in cf.as_completed(futures):
@@ -140,8 +166,9 @@ def run_sweep(configs: list[RunConfig], store, *, workers: int | None = None, th
     return result
 
 
-def _group_rate(width: int, members: int, device: str) -> float:
-    """Measured training FLOP/s (6*B*weights convention) of an ensemble of `members` networks of `width`."""
+def _group_rate(width: int, members: int, device: str, threads: int | None = None) -> float:
+    """Measured training FLOP/s (6*B*weights convention) of an ensemble of `members` networks of `width`,
+    with `threads` torch threads (None: the current setting)."""
     import torch
 
     from .bench import BATCH, C, D, conventional_flops, engine_step_seconds
@@ -153,33 +180,48 @@ def _group_rate(width: int, members: int, device: str) -> float:
                       torch.randint(0, C, (n,), generator=gen).to(device),
                       torch.rand(BATCH, D, generator=gen).to(device),
                       torch.randint(0, C, (BATCH,), generator=gen).to(device), C)
-    _, ens_seconds = engine_step_seconds(data, width, members, steps=8, repeats=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        _, ens_seconds = engine_step_seconds(data, width, members, steps=8, repeats=1)
+    finally:
+        torch.set_num_threads(before)
     return members * conventional_flops(width) / ens_seconds
 
 
-def estimate_plan(configs: list[RunConfig], store, devices=("cpu",)) -> list[dict]:
-    """One row per planned run: FLOPs, status, done (finished, diverged or not), estimated seconds per device."""
-    from .data import dataset_table
-
-    sizes = {r["name"]: r for r in dataset_table()}
+def estimate_plan(configs: list[RunConfig], store, devices=("cpu",), workers: int = 1,
+                  threads: int | None = None) -> list[dict]:
+    """One row per planned run: FLOPs, status, done (finished, diverged or not), its ensemble (`group`, as a
+    sweep over `workers` workers would form it) and estimated seconds per device with `threads` threads."""
+    sizes = dataset_sizes()
+    todo = missing_configs(configs, store)
+    todo_ids = {c.run_id for c in todo}
+    groups = ensemble_groups(todo, min_groups=workers) + ensemble_groups(
+        [c for c in configs if c.run_id not in todo_ids])
     rates: dict[tuple, float] = {}
     rows = []
-    for group in ensemble_groups(configs):
+    for gi, group in enumerate(groups):
         for cfg in group:
-            size = sizes[cfg.dataset]
-            n_train, n_test, n_classes = (size[k] or v for k, v in
-                                          zip(("n_train", "n_test", "n_classes"), _PAPER_SIZES[cfg.dataset]))
-            flops = run_flops(cfg, n_train=n_train, n_test=n_test, input_dim=size["input_dim"], n_classes=n_classes)
+            flops = run_flops(cfg, **sizes[cfg.dataset])
             run = store.run(cfg)
-            row = {"run_id": cfg.run_id, "run": cfg.short(), "members": len(group), "gflop": flops / 1e9,
-                   "status": run.status, "done": run.is_done}
+            row = {"run_id": cfg.run_id, "run": cfg.short(), "group": gi, "members": len(group),
+                   "gflop": flops / 1e9, "status": run.status, "done": run.is_done}
             for dev in devices:
                 key = (cfg.width, len(group), dev)
                 if key not in rates:
-                    rates[key] = _group_rate(cfg.width, len(group), dev)
+                    rates[key] = _group_rate(cfg.width, len(group), dev, threads)
                 row[f"est_s_{dev}"] = flops / rates[key]
             rows.append(row)
     return rows
+
+
+def estimate_wall_seconds(rows: list[dict], workers: int, device: str = "cpu") -> float:
+    """Estimated wall time of a sweep over `workers` workers: its ensembles still to train, longest first."""
+    per_group: dict[int, float] = {}
+    for r in rows:
+        if not r["done"]:
+            per_group[r["group"]] = per_group.get(r["group"], 0.0) + r[f"est_s_{device}"]
+    return makespan(sorted(per_group.values(), reverse=True), workers)
 
 
 # Sizes (train, test, classes) of data sets not on this machine, for estimates only (HASYv2: one fold).
