@@ -153,3 +153,14 @@ def test_wall_time_estimate_splits_ensembles_for_the_workers(tmp_path):
     wall = estimate_wall_seconds(four, 4)
     assert wall == pytest.approx(max(groups.values())) and wall < total
     assert estimate_wall_seconds(four, 1) == pytest.approx(total)
+    # without a store the plan starts from nothing; with one, finished runs drop out of the wall time
+    scratch = estimate_plan(configs, None, workers=4)
+    assert {r["status"] for r in scratch} == {"missing"} and [r["group"] for r in scratch] == [r["group"] for r in four]
+    store = RunStore(tmp_path / "runs")
+    run_sweep(configs[:4], store, workers=1, progress=False)  # every seed of width 16
+    partial = estimate_plan(configs, store, workers=4)
+    assert sum(r["done"] for r in partial) == 4
+    left = [r for r in partial if not r["done"]]  # width 24: two ensembles of two (never fewer members)
+    assert {r["members"] for r in left} == {2} and len({r["group"] for r in left}) == 2
+    per_group = [sum(r["est_s_cpu"] for r in left if r["group"] == g) for g in {r["group"] for r in left}]
+    assert estimate_wall_seconds(partial, 4) == pytest.approx(max(per_group))

@@ -189,12 +189,15 @@ def _group_rate(width: int, members: int, device: str, threads: int | None = Non
     return members * conventional_flops(width) / ens_seconds
 
 
-def estimate_plan(configs: list[RunConfig], store, devices=("cpu",), workers: int = 1,
+def estimate_plan(configs: list[RunConfig], store=None, devices=("cpu",), workers: int = 1,
                   threads: int | None = None) -> list[dict]:
     """One row per planned run: FLOPs, status, done (finished, diverged or not), its ensemble (`group`, as a
-    sweep over `workers` workers would form it) and estimated seconds per device with `threads` threads."""
+    sweep over `workers` workers would form it) and estimated seconds per device with `threads` threads.
+
+    With store None the plan starts from nothing: every run is to train (status 'missing').
+    """
     sizes = dataset_sizes()
-    todo = missing_configs(configs, store)
+    todo = list(configs) if store is None else missing_configs(configs, store)
     todo_ids = {c.run_id for c in todo}
     groups = ensemble_groups(todo, min_groups=workers) + ensemble_groups(
         [c for c in configs if c.run_id not in todo_ids])
@@ -203,9 +206,9 @@ def estimate_plan(configs: list[RunConfig], store, devices=("cpu",), workers: in
     for gi, group in enumerate(groups):
         for cfg in group:
             flops = run_flops(cfg, **sizes[cfg.dataset])
-            run = store.run(cfg)
+            status = "missing" if store is None else store.run(cfg).status
             row = {"run_id": cfg.run_id, "run": cfg.short(), "group": gi, "members": len(group),
-                   "gflop": flops / 1e9, "status": run.status, "done": run.is_done}
+                   "gflop": flops / 1e9, "status": status, "done": status in ("done", "diverged")}
             for dev in devices:
                 key = (cfg.width, len(group), dev)
                 if key not in rates:
