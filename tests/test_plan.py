@@ -40,6 +40,17 @@ def test_notebooks_with_the_same_settings_share_their_runs():
     assert one_width <= ids["03_regimes"] and len(one_width) == 3
 
 
+def test_other_data_sets_chapter_plans_the_grid_on_each_data_set_named():
+    alone = plan.notebook_runs("08_other_datasets", GRID)
+    assert {c.run_id for c in alone} == {c.run_id for c in plan.notebook_runs("03_regimes", GRID)}
+    both = plan.notebook_runs("08_other_datasets", {**GRID, "datasets": ["mnist", "fashion-mnist"]})
+    assert [c.dataset for c in both] == ["mnist"] * 6 + ["fashion-mnist"] * 6
+    assert [(c.width, c.seed) for c in both[:6]] == [(c.width, c.seed) for c in both[6:]] == \
+        [(w, s) for w in (10, 20) for s in (0, 1, 2)]
+    paper = plan.notebook_params("08_other_datasets", load_profile("paper").notebook_parameters("08_other_datasets"))
+    assert paper["datasets"] == ["mnist", "fashion-mnist"]
+
+
 def test_undeclared_parameters_are_ignored_and_missing_ones_take_the_notebook_defaults():
     defaults = plan.notebook_defaults("03_regimes")
     cfgs = plan.notebook_runs("03_regimes", {"epochs": 7, "not_a_parameter": 1})

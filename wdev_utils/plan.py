@@ -55,6 +55,11 @@ def grid_runs(p: dict) -> list[RunConfig]:
             for w in p["widths"] for s in p["seeds"]]
 
 
+def dataset_grid_runs(p: dict) -> list[RunConfig]:
+    """The grid on each data set of `datasets` (None: on `dataset` alone)."""
+    return [c for name in (p["datasets"] or [p["dataset"]]) for c in grid_runs({**p, "dataset": name})]
+
+
 def width_runs(p: dict) -> list[RunConfig]:
     """One width (`width`) over the seeds, at the grid's settings."""
     return grid_runs({**p, "widths": [p["width"]]})
@@ -87,7 +92,7 @@ PLANNERS = {
     "05_conditional_deviation": grid_runs,
     "06_evolution": grid_runs,
     "07_width": grid_runs,
-    "08_other_datasets": grid_runs,
+    "08_other_datasets": dataset_grid_runs,
     "09_beyond": lambda p: grid_runs(p) + comparison_runs(p) + lr_grid_runs(p),
     "10_scorecard": lambda p: grid_runs(p) + mark_runs(p) + lr_grid_runs(p),
     "11_performance": lambda p: [],  # times the engine; stores no runs

@@ -43,6 +43,14 @@ def set_theme() -> None:
 set_theme()
 
 
+def show(fig: plt.Figure) -> None:
+    """Display a figure now, in its place among a cell's other outputs, and close it."""
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
 def _need(df: pd.DataFrame, columns, what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
