@@ -58,7 +58,8 @@ def make_run(width, seed, kind, *, mask=False, exponent=-0.5, sign=1.0, t_div=50
         train = (LN10 * np.exp(-t / 5) + (0.01 if kind == "high" else 0.02)) * noise
     test = LN10 * np.exp(-t / 5) + 0.3 + 0.003 * np.maximum(t - 20, 0)
     rel = 2.0 * width ** exponent * (1 - np.exp(-t / 5)) * noise
-    if kind == "div":
+    if kind in ("div", "blow"):
+        t_div = 1 if kind == "blow" else t_div  # blow: to the plateau before learning anything
         train[t_div:] = 16.118
         test[t_div:] = 16.5
         rel[t_div:] *= 6.0
@@ -75,7 +76,7 @@ def make_run(width, seed, kind, *, mask=False, exponent=-0.5, sign=1.0, t_div=50
     d = rng.normal(core_shift * wi, 0.03 * a) + sign * np.sign(wi) * tail
     final = {k: v.copy() for k, v in init.items()}
     final["fc2.weight"] = wi + d
-    if kind == "div":
+    if kind in ("div", "blow"):
         final["fc2.weight"] = rng.normal(0, 5 * a, wi.shape)  # blown up: no memory of the start
     mid = {k: 0.5 * (init[k] + final[k]) for k in init}
     snaps = {0: init, EPOCHS // 2: mid, EPOCHS: final}
@@ -128,12 +129,22 @@ def test_not_testable_without_diverged_or_masked_runs():
     card = scorecard(runs_for(plan, masks=False))
     assert _held(card, "C5") == [None, None, None]
     assert _held(card, "C6") == [None]
-    assert "no diverged runs" in card[card.claim == "C5"]["why"].iloc[0]
+    assert "no run learned and then diverged" in card[card.claim == "C5"]["why"].iloc[0]
     assert verdicts(card).set_index("claim").loc["C5", "held"] is None
     # and the regime sequence lacks untrainability
     assert _held(card, "C4") == [False]
     two = scorecard(runs_for([(32, "high"), (64, "high")], masks=False))
     assert _held(two, "C4") == [None] and _held(two, "C3") == [None]
+
+
+def test_runs_that_blow_up_before_learning_do_not_test_c5():
+    # diverged at epoch 1 with a test-loss minimum at epoch 0: no overfitting region, no untrainable regime
+    plan = [(8, "low"), (16, "blow"), (24, "blow"), (64, "high"), (96, "high")]
+    card = scorecard(runs_for(plan, masks=False) + [make_run(24, 0, "blow", mask=True)])
+    assert _held(card, "C5") == [None, None, None]
+    why = card[card.claim == "C5"]["why"].iloc[0]
+    assert "no run learned and then diverged" in why and "5 run(s) blew up without learning" in why
+    assert verdicts(card).set_index("claim").loc["C5", "held"] is None
 
 
 def test_falsified_claims_are_reported_false():

@@ -16,7 +16,7 @@ from scipy import stats as _stats
 from .deviation import (InputError, _layer_key, conditional_stats, global_measures, jump_lag, linear_law,
                         matched_loss_table, peak_offset, width_scaling, NTK_EXPONENT)
 from .mark import mark_measures, mask_from_init
-from .regimes import HIGH, REGIMES, RegimeThresholds, phase_table, regime_table
+from .regimes import HIGH, REGIMES, UNTRAINABLE, RegimeThresholds, phase_table, regime_table
 
 CLAIMS = {
     "C1": "Successful training leaves the weights close to their initial values: P(w_f | w_i) peaks at "
@@ -204,8 +204,13 @@ def _c4(table: pd.DataFrame) -> dict:
 
 
 def _c5(runs, table: pd.DataFrame, th: Thresholds) -> list[dict]:
-    div = [(r, row) for r, (_, row) in zip(runs, table.iterrows()) if row["diverged"]]
-    none_why = "no diverged runs"
+    # The claim is about the untrainable regime: networks that learned, then diverged. A run that blows up
+    # before learning anything (diverged, low trainability) has no overfitting region to diverge in.
+    div = [(r, row) for r, (_, row) in zip(runs, table.iterrows())
+           if row["diverged"] and row["regime"] == UNTRAINABLE]
+    n_blown = int((table["diverged"] & (table["regime"] != UNTRAINABLE)).sum())
+    none_why = "no run learned and then diverged (untrainable regime)" + (
+        f"; {n_blown} run(s) blew up without learning, which does not test C5" if n_blown else "")
     ok, lags, factors, overfit = [], [], [], []
     for run, row in div:
         jl = jump_lag(run.metrics, deviation=f"{th.layer}_rel_dist", skip=th.jump_skip,
@@ -217,12 +222,13 @@ def _c5(runs, table: pd.DataFrame, th: Thresholds) -> list[dict]:
         factors.append(jl["dev_factor"])
         ok.append(bool(jl["dev_found"] and lag is not None and abs(lag) <= tol))
         overfit.append(bool(row["divergence_epoch"] > row["min_test_epoch"]))
+    who = "per run that learned, then diverged"
     rows = [
-        _frac_row("C5", f"per diverged run: abrupt jump of {th.layer} rel_dist (factor >= {th.jump_factor}, "
-                  f"robust z >= {th.jump_z}) within max({th.c5_lag_epochs}, {th.c5_lag_frac:g} x epochs) "
-                  "epochs of the train-loss jump", ok, th,
+        _frac_row("C5", f"{who}: abrupt jump of {th.layer} rel_dist (factor >= {th.jump_factor}, robust z >= "
+                  f"{th.jump_z}) within max({th.c5_lag_epochs}, {th.c5_lag_frac:g} x epochs) epochs of the "
+                  "train-loss jump", ok, th,
                   f"lag (deviation - loss, epochs) {_summ(lags)}; jump factor {_summ(factors)}", none_why),
-        _frac_row("C5", "per diverged run: divergence after the epoch of minimum test loss (overfitting region)",
+        _frac_row("C5", f"{who}: divergence after the epoch of minimum test loss (overfitting region)",
                   overfit, th, f"divergence epochs {_summ([r['divergence_epoch'] for _, r in div])}", none_why),
     ]
     erased, contrast = [], []
@@ -233,8 +239,9 @@ def _c5(runs, table: pd.DataFrame, th: Thresholds) -> list[dict]:
         c = mark_measures(wf, mask_from_init(wi))["contrast"]
         contrast.append(c)
         erased.append(bool(not c >= th.mark_erased))  # no finite weights left: nothing to see
-    rows.append(_frac_row("C5", f"per diverged masked run: final mark contrast < {th.mark_erased} (erased)",
-                          erased, th, f"final contrast {_summ(contrast)}", "no diverged runs with a mask"))
+    rows.append(_frac_row("C5", f"{who}, masked: final mark contrast < {th.mark_erased} (erased)",
+                          erased, th, f"final contrast {_summ(contrast)}",
+                          "no masked run learned and then diverged"))
     return rows
 
 
