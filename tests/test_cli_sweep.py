@@ -1,6 +1,8 @@
 """`wdev sweep` and `wdev book` from the command line."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from wdev_utils.cli import main
@@ -16,15 +18,29 @@ def test_dry_run_lists_every_planned_run_with_estimates(tmp_path, capsys):
     assert f"{len(planned)} runs planned" in out
     for cfg in planned:
         assert cfg.run_id in out
-    assert "about" in out and "min on cpu" in out
+    assert "about" in out and " on cpu in one process" in out
     assert not any(tmp_path.iterdir()), "a dry run must not train anything"
 
 
+def _estimates(out: str) -> tuple[float, float]:
+    """(one process, with the workers) in seconds from the dry run's 'to train:' line."""
+    line = next(s for s in out.splitlines() if s.startswith("to train:"))
+    units = {"s": 1, "min": 60, "h": 3600}
+    found = re.findall(r"about ([\d.e+-]+) (s|min|h) on cpu in one process, ([\d.e+-]+) (s|min|h) with", line)
+    assert found, line
+    v1, u1, v2, u2 = found[0]
+    return float(v1) * units[u1], float(v2) * units[u2]
+
+
 def test_dry_run_estimates_the_wall_time_for_the_workers_asked(tmp_path, capsys):
-    assert main(["sweep", "--profile", "smoke", "--store", str(tmp_path), "--dry-run", "--workers", "3"]) == 0
-    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("to train:")][0]
-    one, wall = (float(line.split(" min")[i].split()[-1]) for i in (0, 1))
-    assert "with 3 worker(s)" in line and wall <= one
+    args = ["sweep", "--profile", "smoke", "--store", str(tmp_path), "--dry-run", "--workers"]
+    assert main(args + ["1"]) == 0
+    one, wall = _estimates(capsys.readouterr().out)
+    assert one > 0 and wall == pytest.approx(one, rel=0.01)  # one worker: the one-process time
+    assert main(args + ["3"]) == 0
+    out = capsys.readouterr().out
+    one, wall = _estimates(out)
+    assert "with 3 worker(s)" in out and 0 < wall < one
 
 
 @pytest.mark.parametrize("option", ["--workers", "--threads", "--dask-local"])

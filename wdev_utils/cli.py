@@ -71,6 +71,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _duration(seconds: float) -> str:
+    """A duration in the unit that reads best: s, min or h, three significant digits."""
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= 1.5 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -107,7 +115,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             total = sum(r[f"est_s_{d}"] for r in todo)
             wall = estimate_wall_seconds(rows, workers, d)
             print(f"to train: {len(todo)} runs, {sum(r['gflop'] for r in todo) / 1e3:.2f} TFLOP, "
-                  f"about {total / 60:.1f} min on {d} in one process, {wall / 60:.1f} min with {workers} worker(s)")
+                  f"about {_duration(total)} on {d} in one process, {_duration(wall)} with {workers} worker(s)")
         return 0
     logging.getLogger("distributed").setLevel(logging.WARNING)
     result = run_sweep(configs, store, workers=args.workers, threads=args.threads,

@@ -146,14 +146,13 @@ class Ensemble:
         dev = d.x_train.device
         loss_sum = torch.zeros(self.k, dtype=torch.float64, device=dev)
         correct = torch.zeros(self.k, dtype=torch.int64, device=dev)
-        single = self.k == 1
-        params = {k: v[0] for k, v in self.params.items()} if single else self.params
-        bufs = self.bufs and ({k: v[0] for k, v in self.bufs.items()} if single else self.bufs)
-        full_batch = torch.empty((bs, d.input_dim) if single else (self.k, bs, d.input_dim), device=dev)
+        members = 0 if self.k == 1 else slice(None)  # one member drops the stacking axis: the plain 2-D path
+        params = {k: v[members] for k, v in self.params.items()}
+        bufs = self.bufs and {k: v[members] for k, v in self.bufs.items()}
+        full_batch = torch.empty((self.k, bs, d.input_dim), device=dev)[members]
         with torch.no_grad():
             for s in range(0, n, bs):
-                idx, y = (perms[0, s:s + bs], labels[0, s:s + bs]) if single else (perms[:, s:s + bs],
-                                                                                 labels[:, s:s + bs])
+                idx, y = perms[members, s:s + bs], labels[members, s:s + bs]
                 x = decode(gather_rows(d.x_train, idx), out=full_batch if s + bs <= n else None)
                 value, ok = sgd_step(params, x, y, self.lr, self.loss, self.momentum, bufs)
                 loss_sum += value

@@ -49,11 +49,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_staging(parent: Path) -> list[Path]:
+def remove_stale_staging(parent: Path) -> None:
     """Delete staging files and folders in `parent` whose process is gone (killed mid-download or mid-write)."""
-    removed = []
     if not parent.is_dir():
-        return removed
+        return
     for entry in parent.iterdir():
         m = _STAGING_OWNER.match(entry.name)
         if m is None or _pid_alive(int(m.group(1))):
@@ -62,8 +61,6 @@ def remove_stale_staging(parent: Path) -> list[Path]:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-        removed.append(entry)
-    return removed
 
 
 @contextlib.contextmanager

@@ -199,7 +199,8 @@ def estimate_plan(configs: list[RunConfig], store=None, devices=("cpu",), worker
     sizes = dataset_sizes()
     todo = list(configs) if store is None else missing_configs(configs, store)
     todo_ids = {c.run_id for c in todo}
-    groups = ensemble_groups(todo, min_groups=workers) + ensemble_groups(
+    # the runs to train grouped and ordered exactly as run_sweep hands them out, then the finished ones
+    groups = longest_first(ensemble_groups(todo, min_groups=workers), sizes) + ensemble_groups(
         [c for c in configs if c.run_id not in todo_ids])
     rates: dict[tuple, float] = {}
     rows = []
@@ -219,12 +220,12 @@ def estimate_plan(configs: list[RunConfig], store=None, devices=("cpu",), worker
 
 
 def estimate_wall_seconds(rows: list[dict], workers: int, device: str = "cpu") -> float:
-    """Estimated wall time of a sweep over `workers` workers: its ensembles still to train, longest first."""
+    """Estimated wall time of a sweep over `workers` workers: its ensembles still to train, in plan order."""
     per_group: dict[int, float] = {}
     for r in rows:
         if not r["done"]:
             per_group[r["group"]] = per_group.get(r["group"], 0.0) + r[f"est_s_{device}"]
-    return makespan(sorted(per_group.values(), reverse=True), workers)
+    return makespan(list(per_group.values()), workers)
 
 
 # Sizes (train, test, classes) of data sets not on this machine, for estimates only (HASYv2: one fold).
