@@ -99,7 +99,7 @@ def probe_seconds(data, width: int, repeats: int = 5) -> tuple[float, float]:
     times_p, times_e = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        layer_probes(ens.params, ens.init).cpu()
+        layer_probes(ens.params, ens.probe_refs).cpu()
         times_p.append(time.perf_counter() - t)
         t = time.perf_counter()
         evaluate(ens.params, data.x_test, data.y_test, "keras")[0].cpu()

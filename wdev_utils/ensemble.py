@@ -15,7 +15,7 @@ import torch
 from torch.nn.functional import embedding
 
 from .model import PARAM_NAMES, forward, loss_and_grad, sgd_step
-from .probes import layer_probes
+from .probes import layer_probes, layer_references
 
 EVAL_CHUNK = 8192
 
@@ -104,14 +104,15 @@ def evaluate(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
 
 
 class Ensemble:
-    """K members of one configuration in training: stacked params, their inits, momentum buffers, generators."""
+    """K members of one configuration in training: stacked params, their initial weights' probe references,
+    momentum buffers, generators."""
 
     def __init__(self, params: list[dict], init: list[dict], generators: list[torch.Generator], data: TensorData,
                  *, lr: float, batch_size: int, loss: str, momentum: float = 0.0, bufs: list[dict] | None = None):
         dev = data.x_train.device
         self.k = len(params)
         self.params = stack(params, dev)
-        self.init = stack(init, dev)
+        self.probe_refs = layer_references(stack(init, dev))  # the initial side of the per-epoch probes, once
         self.generators = generators
         self.data = data
         self.lr, self.batch_size, self.loss, self.momentum = float(lr), int(batch_size), loss, float(momentum)
@@ -121,7 +122,7 @@ class Ensemble:
 
     def _row(self, train_loss, train_acc, seconds_start) -> np.ndarray:
         test_loss, test_acc = evaluate(self.params, self.data.x_test, self.data.y_test, self.loss)
-        probes = layer_probes(self.params, self.init)
+        probes = layer_probes(self.params, self.probe_refs)
         cols = torch.cat([torch.stack([train_loss, test_loss, train_acc, test_acc], 1), probes], 1).cpu().numpy()
         seconds = np.full((self.k, 1), time.perf_counter() - seconds_start)  # column 6 of METRIC_COLUMNS
         return np.concatenate([cols[:, :4], seconds, cols[:, 4:]], axis=1)
